@@ -1,0 +1,246 @@
+"""FO-B-MAML, FO-MAML and Reptile against closed-form meta-gradients."""
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fobtheory.estimators import FixedPointError, fo_maml, fob_maml, reptile
+from fobtheory.problems import CosineTask, QuadraticTask, logistic_tasks, quadratic_tasks
+from fobtheory.testing import assert_order, error_curve, quadratic_problems, relative_error
+
+LOGISTIC = logistic_tasks(3, 10, seed=1)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("J", [1, "solve"])
+@pytest.mark.parametrize("scheme, order, tol", [("forward", 1, 0.1), ("symmetric", 2, 0.15), (4, 4, 0.3)])
+def test_error_slope_on_logistic_tasks(scheme, order, tol, J, K):
+    for task in LOGISTIC[:2]:
+        est = partial(fob_maml, scheme=scheme, fixed_point_iters=J)
+        fit = assert_order(est, task, order, tol=tol, inner_steps=K, allow_exact=False)
+        assert fit.n_points >= 5
+
+
+def test_complex_step_is_second_order_and_has_no_roundoff_floor():
+    task = LOGISTIC[0]
+    est = partial(fob_maml, scheme="complex")
+    assert_order(est, task, 2, tol=0.1, allow_exact=False)
+    errors = error_curve(est, task, deltas=[1e-9, 1e-12])
+    assert errors.max() < 1e-14
+    symmetric = error_curve(partial(fob_maml, scheme="symmetric"), task, deltas=np.geomspace(1e-9, 1e-1, 33))
+    assert symmetric.min() > 10 * errors.max()
+
+
+@given(quadratic_problems(), st.floats(1e-3, 1.0), st.sampled_from(["forward", "symmetric", 4, 3]),
+       st.integers(1, 3), st.integers(0, 2**31))
+def test_one_iteration_is_exact_on_quadratic_inner_losses(problem, delta, scheme, K, seed):
+    """With J = 1 each step differences a linear gradient: exact for every delta."""
+    task = problem[0]
+    x = np.random.default_rng(seed).standard_normal(task.dim)
+    est = fob_maml(x, task.inner_grad, task.outer_grad, alpha=task.alpha, delta=delta, scheme=scheme, inner_steps=K)
+    exact = task.meta_grad(x, K)
+    roundoff = 1e3 * np.finfo(float).eps * (np.linalg.norm(exact) + task.alpha * task.L * (np.linalg.norm(x - task.a) + 1) / delta)
+    assert np.linalg.norm(est - exact) <= roundoff
+
+
+def test_larger_J_is_not_exact_on_quadratics_forward_from_2_symmetric_from_3():
+    """The solved y(t) is polynomial in t of degree J for quadratic f and F."""
+    task = quadratic_tasks(1, 5, seed=4)[0]
+    x = np.ones(5)
+    exact = task.meta_grad(x)
+
+    def err(scheme, J, delta=1e-2):
+        return relative_error(fob_maml(x, task.inner_grad, task.outer_grad, alpha=task.alpha, delta=delta,
+                                       scheme=scheme, fixed_point_iters=J), exact)
+
+    assert err("forward", 1) < 1e-12 and err("symmetric", 2) < 1e-12
+    assert err("forward", 2) > 1e-5 and err("symmetric", 3) > 1e-7
+    assert err("forward", 2, 1e-3) == pytest.approx(err("forward", 2) / 10, rel=0.01)
+
+
+def test_fo_maml_and_reptile_bias_is_irreducible_on_generic_tasks():
+    for task in LOGISTIC:
+        x = np.full(task.dim, 0.3)
+        exact = task.meta_grad(x)
+        for est in (fo_maml, reptile):
+            assert relative_error(est(x, task.inner_grad, task.outer_grad, alpha=task.alpha), exact) > 1e-2
+        best_fob = min(error_curve(partial(fob_maml, scheme="symmetric"), task, x, deltas=[1e-4, 1e-5]))
+        assert best_fob < 1e-9
+
+
+def test_fo_maml_bias_vanishes_linearly_as_alpha_goes_to_zero():
+    base = logistic_tasks(1, 6, seed=5)[0]
+    x = np.full(6, 0.2)
+    alphas = np.array([1e-2, 1e-3, 1e-4])
+    errors = []
+    for a in alphas:
+        task = type(base)(base.Z, base.y, base.Zq, base.yq, alpha=a, reg=base.reg)
+        errors.append(relative_error(fo_maml(x, task.inner_grad, task.outer_grad, alpha=a), task.meta_grad(x)))
+    slope = np.polyfit(np.log10(alphas), np.log10(errors), 1)[0]
+    assert slope == pytest.approx(1.0, abs=0.05)
+
+
+def test_fo_maml_is_exact_and_reptile_bias_vanishes_when_the_inner_loss_is_flat():
+    """f = 0: phi is the identity, so grad Phi = grad F; Reptile is O(alpha) away."""
+    B = np.diag([1.0, 3.0])
+    task = QuadraticTask(np.zeros((2, 2)), [0, 0], B, [1.0, -1.0], alpha=0.5)
+    x = np.array([0.3, 0.7])
+    exact = task.meta_grad(x)
+    assert relative_error(fo_maml(x, task.inner_grad, task.outer_grad, alpha=0.5), exact) < 1e-15
+    errs = [relative_error(reptile(x, task.inner_grad, task.outer_grad, alpha=a), exact) for a in (1e-2, 1e-3, 1e-4)]
+    assert errs[0] > 1e-3
+    assert errs[1] == pytest.approx(errs[0] / 10, rel=0.01) and errs[2] == pytest.approx(errs[0] / 100, rel=0.01)
+
+
+ALL_CALLS = [
+    ("forward", 1, 1), ("symmetric", 1, 1), ("symmetric", 3, 1), (4, 2, 1), ("complex", 2, 1),
+    ("forward", 1, 3), ("symmetric", 2, "solve"), ("complex", 1, "solve"), (3, 1, 2),
+]
+
+
+@pytest.mark.parametrize("scheme, K, J", ALL_CALLS)
+def test_numpy_and_torch_give_the_same_answer(scheme, K, J):
+    task = LOGISTIC[2]
+    x = np.linspace(-1, 1, task.dim)
+    kw = dict(alpha=task.alpha, delta=1e-3, scheme=scheme, inner_steps=K, fixed_point_iters=J, normalize=True)
+    g_np = fob_maml(x, task.inner_grad, task.outer_grad, **kw)
+    g_t = fob_maml(torch.tensor(x), task.inner_grad, task.outer_grad, **kw)
+    assert isinstance(g_np, np.ndarray) and isinstance(g_t, torch.Tensor) and g_t.dtype == torch.float64
+    assert relative_error(g_t.numpy(), g_np) < 1e-12
+    for est in (fo_maml, reptile):
+        a, b = est(x, task.inner_grad, task.outer_grad, alpha=task.alpha, inner_steps=K), \
+            est(torch.tensor(x), task.inner_grad, task.outer_grad, alpha=task.alpha, inner_steps=K)
+        assert relative_error(b.numpy(), a) < 1e-12
+
+
+def test_float32_tensors_stay_float32_and_any_shape_is_accepted():
+    task = LOGISTIC[0]
+    x = torch.zeros(task.dim, dtype=torch.float32)
+    g = fob_maml(x, task.inner_grad, task.outer_grad, alpha=task.alpha, delta=1e-2, normalize=True)
+    assert g.dtype == torch.float32
+    assert relative_error(g.numpy(), task.meta_grad(np.zeros(task.dim))) < 1e-4
+    # a matrix-shaped parameter with elementwise oracles
+    X = np.arange(6.0).reshape(2, 3) / 10
+    G = fob_maml(X, np.sin, lambda y: y - 1, alpha=0.5, delta=1e-4)
+    exact = (1 - 0.5 * np.cos(X)) * (X - 0.5 * np.sin(X) - 1)
+    np.testing.assert_allclose(G, exact, rtol=1e-7)
+
+
+@pytest.mark.parametrize("scheme, J, K, calls", [
+    ("forward", 1, 4, 2 * 4 + 1), ("symmetric", 1, 4, 3 * 4 + 1), (4, 1, 2, 5 * 2 + 1),
+    ("complex", 1, 3, 2 * 3 + 1), ("forward", 3, 1, 2 + 2 * 2 + 1), ("symmetric", 2, 2, 3 * 2 + 1 + 2 * 2),
+])
+def test_gradient_call_counts(scheme, J, K, calls):
+    task = LOGISTIC[0]
+    _, info = fob_maml(np.zeros(task.dim), task.inner_grad, task.outer_grad, alpha=task.alpha, delta=1e-3,
+                       scheme=scheme, inner_steps=K, fixed_point_iters=J, return_info=True)
+    assert info.grad_calls == calls
+    _, info = fo_maml(np.zeros(task.dim), task.inner_grad, task.outer_grad, alpha=task.alpha, inner_steps=K,
+                      return_info=True)
+    assert info.grad_calls == K + 1
+
+
+def test_normalize_moves_the_parameters_by_delta():
+    task = LOGISTIC[0]
+    x = np.full(task.dim, 0.1)
+    seen = []
+
+    def inner_grad(u):
+        seen.append(np.linalg.norm(u - x))
+        return task.inner_grad(u)
+
+    fob_maml(x, inner_grad, task.outer_grad, alpha=task.alpha, delta=0.01, scheme="symmetric", normalize=True)
+    assert seen[0] == 0 and seen[1:] == pytest.approx([0.01, 0.01], rel=1e-12)
+
+
+def test_solved_fixed_point_reaches_its_tolerance_and_reports_it():
+    task = LOGISTIC[0]
+    x = np.zeros(task.dim)
+    _, info = fob_maml(x, task.inner_grad, task.outer_grad, alpha=task.alpha, delta=0.1, fixed_point_iters="solve",
+                       fixed_point_tol=1e-13, return_info=True)
+    assert len(info.fixed_point_iters) == 2 and min(info.fixed_point_iters) >= 3
+    assert info.fixed_point_residual <= 1e-13
+
+
+def test_a_diverging_fixed_point_raises_with_the_numbers():
+    task = CosineTask(alpha=0.5)
+    with pytest.raises(FixedPointError, match=r"diverges.*contraction ratio .* >= 1.*reduce delta"):
+        fob_maml(np.array([3.0]), task.inner_grad, task.outer_grad, alpha=0.5, delta=5.0, fixed_point_iters=10)
+    with pytest.raises(ValueError, match=r"did not reach fixed_point_tol.*max_fixed_point_iters=3"):
+        fob_maml(np.array([3.0]), task.inner_grad, task.outer_grad, alpha=0.5, delta=0.5,
+                 fixed_point_iters="solve", max_fixed_point_iters=3)
+
+
+def kinked_task():
+    """f(x) = sum max(x, 0)^2 / 2: grad f = relu(x), hess f = diag(x > 0), a kink at 0."""
+    return (lambda x: np.maximum(x, 0)), (lambda y: y - 1.0)
+
+
+def test_kink_guard_shrinks_the_step_when_the_one_sided_differences_disagree():
+    inner, outer = kinked_task()
+    x = np.array([2e-3, -3e-3, 0.5])
+    alpha = 0.5
+    xK = x - alpha * np.maximum(x, 0)
+    exact = (1 - alpha * (x > 0)) * (xK - 1)
+    kw = dict(alpha=alpha, delta=1e-2, scheme="symmetric", normalize=True)
+    plain = fob_maml(x, inner, outer, **kw)
+    guarded, info = fob_maml(x, inner, outer, kink_tol=0.1, return_info=True, **kw)
+    assert relative_error(plain, exact) > 1e-3
+    assert relative_error(guarded, exact) < 1e-12
+    assert info.kink_retries >= 1 and info.kink_unresolved == 0
+    _, quiet = fob_maml(np.array([0.5, 0.7, 0.9]), inner, outer, kink_tol=0.1, return_info=True, **kw)
+    assert quiet.kink_retries == 0
+
+
+good = dict(alpha=0.1, delta=1e-3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(delta=0.0), r"delta must be a finite number > 0, got 0"),
+    (dict(delta=-1e-3), r"delta must be a finite number > 0"),
+    (dict(delta=float("nan")), r"delta must be a finite number > 0"),
+    (dict(delta=float("inf")), r"delta must be a finite number > 0"),
+    (dict(alpha=0.0), r"alpha must be a finite number > 0"),
+    (dict(inner_steps=0), r"inner_steps must be an integer >= 1, got 0"),
+    (dict(inner_steps=1.5), r"inner_steps must be an integer >= 1"),
+    (dict(fixed_point_iters=0), r"fixed_point_iters must be an integer >= 1, got 0"),
+    (dict(fixed_point_iters="lots"), r"fixed_point_iters must be an integer >= 1"),
+    (dict(scheme="central"), r"scheme must be 'forward', 'symmetric', 'complex' or an integer order >= 1"),
+    (dict(scheme=0), r"scheme order must be an integer >= 1"),
+    (dict(kink_tol=-1.0), r"kink_tol must be a finite number > 0"),
+])
+def test_bad_parameters_are_refused_with_the_valid_range(kwargs, match):
+    task = CosineTask()
+    with pytest.raises(ValueError, match=match):
+        fob_maml(np.array([1.0]), task.inner_grad, task.outer_grad, **{**good, **kwargs})
+
+
+@pytest.mark.parametrize("est", [partial(fob_maml, delta=1e-3), fo_maml, reptile])
+def test_bad_points_and_oracles_are_refused(est):
+    task = CosineTask()
+    with pytest.raises(ValueError, match=r"x must be finite"):
+        est(np.array([np.nan]), task.inner_grad, task.outer_grad, alpha=0.1)
+    with pytest.raises(ValueError, match=r"x must be a real floating"):
+        est(np.array([1j]), task.inner_grad, task.outer_grad, alpha=0.1)
+    with pytest.raises(ValueError, match=r"inner_grad returned non-finite values.*step 0"):
+        est(np.array([1.0]), lambda x: x * np.nan, task.outer_grad, alpha=0.1)
+    with pytest.raises(ValueError, match=r"outer_grad returned non-finite values"):
+        est(np.array([1.0]), task.inner_grad, lambda y: y + np.inf, alpha=0.1)
+    with pytest.raises(ValueError, match=r"inner_grad returned shape \(2,\) for x of shape \(1,\)"):
+        est(np.array([1.0]), lambda x: np.ones(2), task.outer_grad, alpha=0.1)
+    with pytest.raises(ValueError, match=r"outer_grad must return the input's type \(Tensor\)"):
+        est(torch.ones(1, dtype=torch.float64), task.inner_grad, lambda y: np.ones(1), alpha=0.1)
+
+
+def test_complex_step_refuses_oracles_that_are_not_holomorphic():
+    with pytest.raises(ValueError, match=r"scheme='complex' needs holomorphic oracles.*inner_grad returned a real"):
+        fob_maml(np.array([1.0]), lambda x: np.real(np.sin(x)), lambda y: y, alpha=0.1, delta=1e-8, scheme="complex")
+
+
+def test_integer_lists_are_accepted_as_float64():
+    task = CosineTask()
+    g = fob_maml([1, 2], np.sin, lambda y: y, alpha=0.5, delta=1e-4)
+    assert isinstance(g, np.ndarray) and g.dtype == np.float64

@@ -1,0 +1,165 @@
+"""Closed-form meta-derivatives against torch autograd of independently written losses."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fobtheory.problems import (CosineTask, LogisticTask, MetaProblem, QuadraticTask, logistic_tasks,
+                                quadratic_tasks)
+from fobtheory.testing import logistic_problems, quadratic_problems
+
+torch.set_default_dtype(torch.float64)
+
+
+def torch_losses(task):
+    """f and F written again in torch (logaddexp, cos, matrix forms), independent of the oracles.
+    (torch's softplus is linear above 20: not exact enough for a 1e-12 comparison.)"""
+    T = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    if isinstance(task, QuadraticTask):
+        A, a, B, b = T(task.A), T(task.a), T(task.B), T(task.b)
+        return (lambda x: 0.5 * (x - a) @ A @ (x - a)), (lambda y: 0.5 * (y - b) @ B @ (y - b))
+    if isinstance(task, LogisticTask):
+        Z, y, Zq, yq = T(task.Z), T(task.y), T(task.Zq), T(task.yq)
+
+        def loss(Z, y, reg):
+            return lambda w: torch.logaddexp(torch.zeros(()), -y * (Z @ w)).mean() + 0.5 * reg * w @ w
+
+        return loss(Z, y, task.reg), loss(Zq, yq, task.query_reg)
+    if isinstance(task, CosineTask):
+        return (lambda x: -torch.cos(x).sum()), (lambda y: 0.5 * ((y - task.target) ** 2).sum())
+    raise TypeError(task)
+
+
+def autograd_meta(task, x, K):
+    f, F = torch_losses(task)
+
+    def Phi(x):
+        for _ in range(K):
+            (g,) = torch.autograd.grad(f(x), x, create_graph=True)
+            x = x - task.alpha * g
+        return F(x)
+
+    x = torch.tensor(x, requires_grad=True)
+    (grad,) = torch.autograd.grad(Phi(x), x)
+    hess = torch.autograd.functional.hessian(Phi, x.detach())
+    return Phi(x).item(), grad.numpy(), hess.numpy()
+
+
+def rel(a, b):
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+any_problem = st.one_of(quadratic_problems(), logistic_problems())
+
+
+@given(any_problem, st.integers(1, 4), st.integers(0, 2**31))
+def test_meta_grad_and_hessian_match_autograd(problem, K, seed):
+    task = problem[0]
+    x = np.random.default_rng(seed).standard_normal(task.dim)
+    loss, grad, hess = autograd_meta(task, x, K)
+    assert math.isclose(task.meta_loss(x, K), loss, rel_tol=1e-12, abs_tol=1e-300)
+    assert rel(task.meta_grad(x, K), grad) < 1e-10
+    assert rel(task.meta_hessian(x, K), hess) < 1e-10
+
+
+@given(st.floats(0.05, 0.95), st.floats(-30, 30), st.floats(-3, 3), st.integers(1, 4))
+def test_cosine_task_matches_autograd(alpha, x, target, K):
+    task = CosineTask(alpha=alpha, target=target)
+    loss, grad, hess = autograd_meta(task, np.array([x]), K)
+    assert math.isclose(task.meta_loss([x], K), loss, rel_tol=1e-12, abs_tol=1e-14)
+    assert rel(task.meta_grad([x], K), grad) < 1e-10 or abs(grad[0]) < 1e-12
+    assert rel(task.meta_hessian([x], K), hess) < 1e-10
+
+
+def test_cosine_closed_forms_of_the_docstring():
+    a, x, t = 0.5, 7.3, 0.4
+    task = CosineTask(alpha=a, target=t)
+    r = x - a * math.sin(x) - t
+    assert task.meta_grad([x])[0] == pytest.approx((1 - a * math.cos(x)) * r, rel=1e-14)
+    assert task.meta_hessian([x])[0, 0] == pytest.approx((1 - a * math.cos(x)) ** 2 + a * math.sin(x) * r, rel=1e-14)
+    assert task.smoothness_constants() == pytest.approx(((1 + a) ** 2, a / (1 - a)))
+
+
+def test_quadratic_closed_form_is_the_matrix_power(rng):
+    task = quadratic_tasks(1, 6, seed=3)[0]
+    x = rng.standard_normal(6)
+    M3 = np.linalg.matrix_power(np.eye(6) - task.alpha * task.A, 3)
+    xK = task.a + M3 @ (x - task.a)
+    np.testing.assert_allclose(task.adapt(x, 3), xK, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(task.meta_grad(x, 3), M3 @ task.B @ (xK - task.b), rtol=1e-12)
+    np.testing.assert_allclose(task.meta_hessian(x, 3), M3 @ task.B @ M3, rtol=1e-12)
+    assert task.smoothness_constants()[1] == 0
+
+
+def test_generators_are_seeded_and_respect_the_requested_spectrum():
+    p1, p2, p3 = quadratic_tasks(3, 5, seed=7), quadratic_tasks(3, 5, seed=7), quadratic_tasks(3, 5, seed=8)
+    assert np.array_equal(p1[2].A, p2[2].A) and not np.array_equal(p1[2].A, p3[2].A)
+    eig = np.linalg.eigvalsh(quadratic_tasks(1, 5, L=2.0, condition=100.0)[0].A)
+    np.testing.assert_allclose(eig, np.geomspace(0.02, 2.0, 5), rtol=1e-10)
+    assert quadratic_tasks(1, 5, L=2.0, alpha_L=0.3).alpha == pytest.approx(0.15)
+    q = logistic_tasks(4, 6, seed=1)
+    assert max(t.alpha * t.L for t in q) == pytest.approx(0.5)
+    assert np.array_equal(q[3].Z, logistic_tasks(4, 6, seed=1)[3].Z)
+
+
+def test_logistic_constants_bound_the_derivatives(rng):
+    task = logistic_tasks(1, 5, n_samples=12, seed=2)[0]
+    for _ in range(20):
+        x, v = 3 * rng.standard_normal(5), rng.standard_normal(5)
+        assert np.linalg.norm(task.inner_hess(x), 2) <= task.L * (1 + 1e-12)
+        assert np.linalg.norm(task.inner_third(x, v), 2) <= task.rho * np.linalg.norm(v) * (1 + 1e-12)
+        assert np.linalg.norm(task.outer_hess(x), 2) <= task.L_F * (1 + 1e-12)
+
+
+def test_meta_problem_is_a_sequence_of_tasks_with_mean_derivatives(rng):
+    problem = logistic_tasks(3, 4, seed=0)
+    x = rng.standard_normal(4)
+    assert len(problem) == 3 and list(problem)[1] is problem[1]
+    np.testing.assert_allclose(problem.meta_grad(x, 2), sum(t.meta_grad(x, 2) for t in problem) / 3, rtol=1e-14)
+    c = problem.constants()
+    assert c["L1"] == pytest.approx(problem.alpha * c["rho"] / (1 - problem.alpha * c["L"]))
+
+
+def test_oracles_accept_torch_and_complex_input(rng):
+    for task in (quadratic_tasks(1, 4)[0], logistic_tasks(1, 4)[0], CosineTask()):
+        x = rng.standard_normal(task.dim)
+        g = task.inner_grad(x)
+        np.testing.assert_allclose(task.inner_grad(torch.tensor(x)).numpy(), g, rtol=1e-14)
+        np.testing.assert_allclose(task.outer_grad(torch.tensor(x)).numpy(), task.outer_grad(x), rtol=1e-14)
+        # holomorphic: the complex step recovers the Hessian-vector product
+        v, h = rng.standard_normal(task.dim), 1e-20
+        hv = np.imag(task.inner_grad(x + 1j * h * v)) / h
+        np.testing.assert_allclose(hv, task.inner_hess(x) @ v, rtol=1e-12, atol=1e-14)
+        hvt = torch.imag(task.inner_grad(torch.tensor(x + 1j * h * v))).numpy() / h
+        np.testing.assert_allclose(hvt, hv, rtol=1e-12, atol=1e-14)
+
+
+def test_logistic_sigmoid_is_stable_far_out():
+    task = LogisticTask([[1.0]], [1.0], [[1.0]], [1.0], alpha=0.1, reg=0.0)
+    for w in (-800.0, 800.0):
+        g = task.inner_grad(np.array([w]))
+        assert np.isfinite(g).all()
+    assert task.inner_grad(np.array([-800.0]))[0] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: quadratic_tasks(2, 3, alpha=1.5), r"task 0: alpha\*L must be < 1"),
+    (lambda: logistic_tasks(2, 3, alpha=100.0), r"alpha\*L must be < 1"),
+    (lambda: CosineTask(alpha=1.0), r"alpha\*L must be < 1.*alpha=1.*L=1"),
+    (lambda: CosineTask(alpha=-0.1), r"alpha must be a finite number > 0"),
+    (lambda: quadratic_tasks(0, 3), r"n_tasks must be an integer >= 1"),
+    (lambda: quadratic_tasks(2, 3, condition=0.5), r"condition must be >= 1"),
+    (lambda: quadratic_tasks(2, 3, alpha_L=1.0), r"alpha_L must be in \(0, 1\)"),
+    (lambda: QuadraticTask(np.eye(2), [0, 0, 0], np.eye(2), [0, 0], alpha=0.1), r"x must have shape \(2,\)"),
+    (lambda: QuadraticTask([[1, 2], [0, 1]], [0, 0], np.eye(2), [0, 0], alpha=0.1), r"A must be symmetric"),
+    (lambda: LogisticTask([[1.0]], [0.5], [[1.0]], [1.0], alpha=0.1), r"support labels must be -1 or \+1"),
+    (lambda: MetaProblem([]), r"at least one task"),
+    (lambda: CosineTask().meta_grad([0.0], inner_steps=0), r"inner_steps must be an integer >= 1"),
+    (lambda: CosineTask().meta_grad([np.nan]), r"x must be finite"),
+])
+def test_bad_problem_input_is_refused_with_a_clear_message(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
