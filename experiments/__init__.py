@@ -1,1 +1,57 @@
-"""The experiments behind the figures, installed as ``fobtheory.experiments``."""
+"""The experiments behind the figures, installed as ``fobtheory.experiments``.
+
+Each experiment module defines
+
+    NAME                                 file stem of <out>/<NAME>.json and its PNG(s)
+    config(quick, seed, device) -> dict  the default parameters (``quick`` shrinks them)
+    run(config) -> dict                  the results (fobtheory.results.make_results)
+    plot(results, out_dir) -> [Path]     the figure(s), from the results alone
+
+and :func:`execute` runs one: config, run, atomic JSON, figure, claims printed.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+from fobtheory.results import write_json_atomic
+
+# CLI command -> module of this package, in the order `fobtheory reproduce` runs them
+COMMANDS = {
+    "bias": "bias_rates",
+    "smoothness": "smoothness",
+    "optimize": "optimize",
+    "mnist1d": "mnist1d",
+    "memory": "memory",
+}
+
+
+def module(command: str):
+    if command not in COMMANDS:
+        raise ValueError(f"experiment must be one of {list(COMMANDS)}, got {command!r}")
+    return importlib.import_module(f"{__name__}.{COMMANDS[command]}")
+
+
+def default_out(quick: bool) -> Path:
+    """Full runs write the committed figures; quick runs a scratch folder, so that a quick
+    run never overwrites the figures the README shows."""
+    return Path("runs/quick") if quick else Path("figures")
+
+
+def execute(command: str, *, quick: bool = False, seed: int = 0, out=None, device: str = "cpu",
+            overrides: dict | None = None, echo=print) -> dict:
+    """Run one experiment and write ``<out>/<NAME>.json`` and its figure(s)."""
+    mod = module(command)
+    out = Path(out) if out is not None else default_out(quick)
+    cfg = mod.config(quick=quick, seed=seed, device=device)
+    cfg.update(overrides or {})
+    start = time.perf_counter()
+    results = mod.run(cfg)
+    results["summary"]["seconds"] = round(time.perf_counter() - start, 2)
+    path = write_json_atomic(out / f"{mod.NAME}.json", results)
+    figures = mod.plot(results, out)
+    echo(f"wrote {path} and {', '.join(str(f) for f in figures)} in {results['summary']['seconds']:.1f} s")
+    for c in results["claims"]:
+        echo(f"  [{c['verdict']:>12}] {c['id']}: {c['measured']}")
+    return results

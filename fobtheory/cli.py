@@ -1,4 +1,4 @@
-"""The ``fobtheory`` command."""
+"""fobtheory: experiments that turn each claim of the FO-B-MAML paper into a verdict."""
 from __future__ import annotations
 
 import argparse
@@ -31,9 +31,60 @@ def demo(args) -> int:
     return 0
 
 
+EXPERIMENT_HELP = {
+    "bias": "bias rates: error against delta and against solve accuracy (claims 1-2)",
+    "smoothness": "(L0, L1)-smoothness of the MAML objective (claim 3)",
+    "optimize": "meta-training with each estimator and optimizer (claims 1, 3)",
+    "mnist1d": "few-shot MNIST-1D with CNNs: accuracy and finite-difference fidelity (claim 4)",
+    "memory": "peak memory and time per meta-gradient against width and inner steps (claim 4)",
+}
+TORCH_EXPERIMENTS = ("mnist1d", "memory")
+
+
+def experiment(args) -> int:
+    from .experiments import execute
+
+    overrides = {key: getattr(args, key) for key in ("methods", "shots", "seeds", "activations")
+                 if getattr(args, key, None) is not None}
+    execute(args.command, quick=args.quick, seed=args.seed, out=args.out,
+            device=resolve_device(getattr(args, "device", "cpu")), overrides=overrides)
+    return 0
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; refuse cuda without a GPU."""
+    if device == "cpu":
+        return device
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but torch sees no CUDA device; use --device cpu or auto")
+    return device
+
+
+def _common(p, device: bool):
+    p.add_argument("--quick", action="store_true", help="small configuration for CI (seconds)")
+    p.add_argument("--out", default=None, help="output folder (default: figures/, or runs/quick/ with --quick)")
+    p.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    if device:
+        p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fobtheory", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in EXPERIMENT_HELP.items():
+        p = sub.add_parser(name, help=text, description=text)
+        _common(p, device=name in TORCH_EXPERIMENTS)
+        p.set_defaults(func=experiment)
+        if name == "mnist1d":
+            p.add_argument("--methods", "--method", nargs="+", default=None,
+                           help="maml fo_maml reptile fob_forward fob_symmetric (default: all)")
+            p.add_argument("--shots", nargs="+", type=int, default=None, help="shots per class (default 1 5)")
+            p.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds")
+            p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
     p = sub.add_parser("demo", help="table of estimator errors on a logistic task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dim", type=int, default=10)
