@@ -35,6 +35,17 @@ def norm(x: Any) -> float:
     return float(np.linalg.norm(np.ravel(x)))
 
 
+def row_norms(x: Any):
+    """Euclidean norm of each row of the leading axis, shaped ``(B, 1, ..., 1)`` to broadcast
+    against x."""
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    if is_tensor(x):
+        import torch
+
+        return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1).reshape(shape)
+    return np.linalg.norm(np.reshape(x, (x.shape[0], -1)), axis=1).reshape(shape)
+
+
 def all_finite(x: Any) -> bool:
     """True when every entry is finite (real and imaginary parts for complex input)."""
     if is_tensor(x):

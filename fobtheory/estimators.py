@@ -21,16 +21,22 @@ With ``normalize=True`` the step is ``h = delta / |v|``, so the parameters move 
 
 Costs in gradient calls, K inner steps, J = 1: FO-MAML K+1, forward 2K+1 (the inner loop's
 ``grad f(x_k)`` are the base points), symmetric 3K+1, order p about (p+1)K+1.
+
+**Batches of tasks** (``batched=True``): x has a leading task axis, one row per task, and
+the oracles are vectorised: they take ``(m*B, ...)`` arrays that stack m groups of the B
+task rows (row ``i*B + b`` belongs to task b) and return the gradients in the same layout.
+Norms, the normalised step, the fixed-point test and the kink guard are then per task, and
+the m points of a stencil go to the oracle in one call.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from . import arrays
+from .checks import integer, positive
 from .stencils import scheme_order, stencil_for
 
 Oracle = Callable[[Any], Any]
@@ -38,25 +44,29 @@ Oracle = Callable[[Any], Any]
 
 @dataclass
 class EstimateInfo:
-    """Diagnostics of one estimate."""
+    """Diagnostics of one estimate (calls count oracle invocations, whatever their batch)."""
 
     inner_grad_calls: int = 0
     outer_grad_calls: int = 0
     fixed_point_iters: list[int] = field(default_factory=list)  # iterations used per perturbed solve
     fixed_point_residual: float = 0.0  # largest final |w_(j+1) - w_j| / |v| over the solves
-    kink_retries: int = 0  # times the kink guard shrank the step
-    kink_unresolved: int = 0  # steps where the one-sided differences still disagreed
+    kink_retries: int = 0  # (task) steps whose step size the kink guard shrank
+    kink_unresolved: int = 0  # (task) steps whose one-sided differences still disagreed
 
     @property
     def grad_calls(self) -> int:
         return self.inner_grad_calls + self.outer_grad_calls
 
 
+class FixedPointError(ValueError):
+    """The perturbed fixed point ``u = x - t grad F(phi(u))`` does not contract."""
+
+
 # ---------------------------------------------------------------------------------------------
-# validation
+# checked oracle calls, one task or a batch of tasks
 
 
-def _check_point(x):
+def _check_point(x, batched: bool = False):
     """``x`` as a real floating array or tensor (lists become float64 numpy arrays)."""
     if not arrays.is_tensor(x):
         x = np.asarray(x)
@@ -66,65 +76,82 @@ def _check_point(x):
             x = x.astype(np.float64)
     elif not x.is_floating_point():
         raise ValueError(f"x must be a real floating tensor, got dtype {x.dtype}")
+    if batched and (x.ndim < 1 or x.shape[0] < 1):
+        raise ValueError(f"batched=True needs x with a leading task axis, got shape {tuple(x.shape)}")
     if not arrays.all_finite(x):
         raise ValueError("x must be finite: it has NaN or infinite entries")
     return x
 
 
-def _check_positive(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
+class _Oracles:
+    """The two gradient oracles with checks, call counts and the task layout.
+
+    Per-task scalars (norms, step sizes, masks) are Python floats and bools for one task,
+    and arrays of shape ``(B, 1, ..., 1)`` broadcasting against x for a batch.
+    """
+
+    def __init__(self, x, inner_grad: Oracle, outer_grad: Oracle, batched: bool):
+        self.x, self.batched = x, batched
+        self.oracles = {"inner_grad": inner_grad, "outer_grad": outer_grad}
+        self.info = EstimateInfo()
+
+    def inner(self, points: list, where: str) -> list:
+        return self._call("inner_grad", points, where)
+
+    def outer(self, points: list, where: str) -> list:
+        return self._call("outer_grad", points, where)
+
+    def _call(self, name: str, points: list, where: str) -> list:
+        """Gradients at ``points``: one oracle call per point, or one stacked call per batch."""
+        if self.batched and len(points) > 1:
+            stacked = arrays.namespace(points[0]).concatenate(points)
+            return list(self._checked(name, stacked, where).reshape(len(points), *points[0].shape))
+        return [self._checked(name, p, where) for p in points]
+
+    def _checked(self, name: str, point, where: str):
+        g = self.oracles[name](point)
+        if arrays.is_tensor(point) != arrays.is_tensor(g):
+            raise ValueError(f"{name} must return the input's type ({type(point).__name__}), "
+                             f"got {type(g).__name__} {where}")
+        if not arrays.is_tensor(g):
+            g = np.asarray(g)
+        if tuple(g.shape) != tuple(point.shape):
+            raise ValueError(f"{name} returned shape {tuple(g.shape)} for a point of shape {tuple(point.shape)} {where}")
+        if not arrays.all_finite(g):
+            raise ValueError(f"{name} returned non-finite values (NaN or inf) {where}")
+        if arrays.is_complex(point) and not arrays.is_complex(g):
+            raise ValueError(
+                f"scheme='complex' needs holomorphic oracles that accept complex input: "
+                f"{name} returned a real {type(g).__name__} for a complex point {where}"
+            )
+        setattr(self.info, f"{name}_calls", getattr(self.info, f"{name}_calls") + 1)
+        return g
+
+    # per-task arithmetic --------------------------------------------------------------------
+    def norm(self, a):
+        return arrays.row_norms(a) if self.batched else arrays.norm(a)
+
+    def where(self, mask, a, b):
+        return arrays.namespace(mask).where(mask, a, b) if self.batched else (a if mask else b)
+
+    def count(self, mask) -> int:
+        return int(mask.sum()) if self.batched else int(bool(mask))
+
+    def largest(self, values) -> float:
+        return float(values.max()) if self.batched else float(values)
 
 
-def _check_int(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _call(oracle: Oracle, name: str, point, x, info: EstimateInfo, where: str):
-    """Call a gradient oracle and check the answer's type, shape and finiteness."""
-    g = oracle(point)
-    if arrays.is_tensor(point) != arrays.is_tensor(g):
-        raise ValueError(f"{name} must return the input's type ({type(point).__name__}), got {type(g).__name__} {where}")
-    if not arrays.is_tensor(g):
-        g = np.asarray(g)
-    if tuple(g.shape) != tuple(x.shape):
-        raise ValueError(f"{name} returned shape {tuple(g.shape)} for x of shape {tuple(x.shape)} {where}")
-    if not arrays.all_finite(g):
-        raise ValueError(f"{name} returned non-finite values (NaN or inf) {where}")
-    if name == "inner_grad":
-        info.inner_grad_calls += 1
-    else:
-        info.outer_grad_calls += 1
-    if arrays.is_complex(point) and not arrays.is_complex(g):
-        raise ValueError(
-            f"scheme='complex' needs holomorphic oracles that accept complex input: "
-            f"{name} returned a real {type(g).__name__} for a complex point {where}"
-        )
-    return g
-
-
-def _inner_loop(x, inner_grad, alpha, inner_steps, info):
+def _inner_loop(x, oracles: _Oracles, alpha, inner_steps):
     """Iterates ``[x_0..x_K]`` and the gradients ``[grad f(x_0)..grad f(x_{K-1})]``."""
     xs, gs = [x], []
     for k in range(inner_steps):
-        gs.append(_call(inner_grad, "inner_grad", xs[-1], x, info, f"at inner step {k}"))
+        gs += oracles.inner([xs[-1]], f"at inner step {k}")
         xs.append(xs[-1] - alpha * gs[-1])
     return xs, gs
 
 
 # ---------------------------------------------------------------------------------------------
 # the perturbed solve
-
-
-class FixedPointError(ValueError):
-    """The perturbed fixed point ``u = x - t grad F(phi(u))`` does not contract."""
 
 
 @dataclass(frozen=True)
@@ -136,31 +163,34 @@ class _Solve:
     max_iters: int
 
 
-def _outer_direction(t, xk, v, inner_grad, outer_grad, alpha, solve: _Solve, info, x):
+def _outer_direction(t, xk, v, oracles: _Oracles, alpha, solve: _Solve):
     """The direction ``w`` with ``u(t) = x_k - t w`` the J-th fixed-point iterate.
 
     ``w_0 = v = grad F(phi(x_k))``; ``w_{j+1} = grad F(phi(x_k - t w_j))``, so the residual
     ``|u_{j+1} - u_j| = |t| |w_{j+1} - w_j|``. Raises :class:`FixedPointError` when it stops
     shrinking above roundoff, or when ``"solve"`` does not reach its tolerance.
     """
-    vnorm = arrays.norm(v)
-    floor = 64 * arrays.dtype_eps(x) * vnorm
-    w, previous, residual = v, vnorm, 0.0
+    vnorm = oracles.norm(v)
+    floor = 64 * arrays.dtype_eps(oracles.x) * vnorm
+    w, previous, residual = v, vnorm, 0 * vnorm
     iters = 1
     while iters < (solve.iters or solve.max_iters):
         where = f"in the perturbed solve (iteration {iters})"
         u = xk - t * w
-        g = _call(inner_grad, "inner_grad", u, x, info, where)
-        w_new = _call(outer_grad, "outer_grad", u - alpha * g, x, info, where)
-        change = arrays.norm(w_new - w)
+        (g,) = oracles.inner([u], where)
+        (w_new,) = oracles.outer([u - alpha * g], where)
+        change = oracles.norm(w_new - w)
         w, iters, residual = w_new, iters + 1, change / vnorm
-        if change > floor and change >= previous:
+        growing = (change > floor) & (change >= previous)
+        if oracles.count(growing):
+            ratio = oracles.largest(oracles.where(growing, change / previous, 0 * change))
             raise FixedPointError(
-                f"the perturbed fixed point u = x - t grad F(phi(u)) diverges at t={complex(t):.3g}: "
-                f"|w_(j+1) - w_j| grew from {previous:.3g} to {change:.3g} (contraction ratio "
-                f"{change / previous:.3g} >= 1). It contracts when |delta| L_F (1 + alpha L) < 1: reduce delta"
+                f"the perturbed fixed point u = x - t grad F(phi(u)) diverges (|t| up to "
+                f"{oracles.largest(abs(t)):.3g}): |w_(j+1) - w_j| grew at iteration {iters - 1} (contraction "
+                f"ratio {ratio:.3g} >= 1). It contracts when |delta| L_F (1 + alpha L) < 1: reduce delta"
             )
-        if solve.iters is None and change <= max(solve.tol * vnorm, floor):
+        target = oracles.where(solve.tol * vnorm > floor, solve.tol * vnorm, floor)
+        if solve.iters is None and not oracles.count(change > target):
             break
         previous = change
     else:
@@ -168,10 +198,10 @@ def _outer_direction(t, xk, v, inner_grad, outer_grad, alpha, solve: _Solve, inf
             raise FixedPointError(
                 f"the perturbed fixed point did not reach fixed_point_tol={solve.tol:g} in "
                 f"max_fixed_point_iters={solve.max_iters} iterations (last |w_(j+1) - w_j| / |v| = "
-                f"{residual:.3g}); reduce delta or raise max_fixed_point_iters"
+                f"{oracles.largest(residual):.3g}); reduce delta or raise max_fixed_point_iters"
             )
-    info.fixed_point_iters.append(iters)
-    info.fixed_point_residual = max(info.fixed_point_residual, residual)
+    oracles.info.fixed_point_iters.append(iters)
+    oracles.info.fixed_point_residual = max(oracles.info.fixed_point_residual, oracles.largest(residual))
     return w
 
 
@@ -179,62 +209,55 @@ def _outer_direction(t, xk, v, inner_grad, outer_grad, alpha, solve: _Solve, inf
 # one backward step: v -> J(x_k) v
 
 
-def _real_step(xk, gk, v, h, offsets, weights, directions, inner_grad, alpha, info, x, k):
-    """``sum_j c_j s_j w_j + (alpha/h) sum_j c_j grad f(x_k - s_j h w_j)`` over the stencil."""
-    total_w = 0 * v
-    total_g = 0 * v
-    grads = {}
-    for s, c, w in zip(offsets, weights, directions):
-        if s == 0:
-            grads[s] = gk
-        else:
-            grads[s] = _call(inner_grad, "inner_grad", xk - (s * h) * w, x, info, f"at backward step {k}")
-            total_w = total_w + (c * s) * w
+def _stencil_step(xk, gk, v, h, stencil, oracles: _Oracles, alpha, solve, k):
+    """``sum_j c_j s_j w_j + (alpha/h) sum_j c_j grad f(x_k - s_j h w_j)`` over the stencil,
+    and the gradients at each offset (``grad f(x_k)`` = gk at offset 0 is free)."""
+    moved = stencil.perturbed_offsets
+    directions = {s: v if solve is None else _outer_direction(s * h, xk, v, oracles, alpha, solve) for s in moved}
+    grads = dict(zip(moved, oracles.inner([xk - (s * h) * directions[s] for s in moved], f"at backward step {k}")))
+    grads[0] = gk
+    total_w, total_g = 0 * v, 0 * v
+    for s, c in zip(stencil.offsets, stencil.float_weights):
         total_g = total_g + c * grads[s]
+        if s:
+            total_w = total_w + (c * s) * directions[s]
     return total_w + (alpha / h) * total_g, grads
 
 
-def _one_sided_disagree(grads, gk, tol) -> bool:
+def _kinked(grads, gk, tol, oracles: _Oracles):
     """Kink test: the two one-sided differences ``grad f(x_k -+ h v) - grad f(x_k)`` of a
     smooth f agree to O(h); across an activation kink they differ by O(1)."""
     plus, minus = gk - grads[1], grads[-1] - gk
-    scale = arrays.norm(plus + minus) / 2
-    return arrays.norm(plus - minus) > tol * max(scale, 1e-300)
+    return oracles.norm(plus - minus) > tol * oracles.norm(plus + minus) / 2
 
 
-def _backward_step(xk, gk, v, delta, scheme, normalize, solve, inner_grad, outer_grad, alpha, info, x, k, kink_tol):
+def _backward_step(xk, gk, v, delta, scheme, normalize, solve, oracles: _Oracles, alpha, k, kink_tol):
     """``D(x_k; v)``: the estimate of ``(I - alpha hess f(x_k)) v``."""
-    vnorm = arrays.norm(v)
-    if vnorm == 0:
+    vnorm = oracles.norm(v)
+    if not oracles.count(vnorm > 0):
         return v
-    h = delta / vnorm if normalize else delta
+    h = oracles.where(vnorm > 0, delta / oracles.where(vnorm > 0, vnorm, 1), delta) if normalize else delta
     if scheme == "complex":
         t = 1j * h
         xc, vc = arrays.to_complex(xk), arrays.to_complex(v)
-        w = vc if solve is None else _outer_direction(t, xc, vc, inner_grad, outer_grad, alpha, solve, info, x)
-        g = _call(inner_grad, "inner_grad", xc - t * w, x, info, f"at backward step {k}")
+        w = vc if solve is None else _outer_direction(t, xc, vc, oracles, alpha, solve)
+        (g,) = oracles.inner([xc - t * w], f"at backward step {k}")
         return arrays.real(w) + (alpha / h) * arrays.imag(g)
     stencil = stencil_for(scheme)
-    offsets, weights = stencil.offsets, stencil.float_weights
-    guard = kink_tol is not None and solve is None and -1 in offsets and 1 in offsets
-    retries = 0
-    while True:
-        if solve is None:
-            directions = [v] * len(offsets)
-        else:
-            directions = [
-                v if s == 0 else _outer_direction(s * h, xk, v, inner_grad, outer_grad, alpha, solve, info, x)
-                for s in offsets
-            ]
-        out, grads = _real_step(xk, gk, v, h, offsets, weights, directions, inner_grad, alpha, info, x, k)
-        if not guard or not _one_sided_disagree(grads, gk, kink_tol):
+    out, grads = _stencil_step(xk, gk, v, h, stencil, oracles, alpha, solve, k)
+    if kink_tol is None or solve is not None or not {-1, 1} <= set(stencil.offsets):
+        return out
+    pending = _kinked(grads, gk, kink_tol, oracles)
+    for _ in range(3):
+        if not oracles.count(pending):
             return out
-        if retries == 3:
-            info.kink_unresolved += 1
-            return out
-        retries += 1
-        info.kink_retries += 1
-        h = h / 10
+        oracles.info.kink_retries += oracles.count(pending)
+        h = oracles.where(pending, h / 10, h)
+        retry, grads = _stencil_step(xk, gk, v, h, stencil, oracles, alpha, solve, k)
+        out = oracles.where(pending, retry, out)
+        pending = pending & _kinked(grads, gk, kink_tol, oracles)
+    oracles.info.kink_unresolved += oracles.count(pending)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +278,7 @@ def fob_maml(
     fixed_point_tol: float = 1e-14,
     max_fixed_point_iters: int = 100,
     kink_tol: float | None = None,
+    batched: bool = False,
     return_info: bool = False,
 ):
     """FO-B-MAML estimate of ``grad Phi(x)`` from gradient oracles only.
@@ -277,51 +301,55 @@ def fob_maml(
     kink_tol : if set, for central stencils with J = 1: when the two one-sided differences
         disagree by more than ``kink_tol`` times their mean, shrink the step tenfold (up to 3
         times). Counted in ``info.kink_retries``.
+    batched : x holds one task per row of its leading axis; the oracles are vectorised (see
+        the module docstring).
     return_info : also return an :class:`EstimateInfo`.
     """
-    x = _check_point(x)
-    alpha = _check_positive("alpha", alpha)
-    delta = _check_positive("delta", delta)
+    x = _check_point(x, batched)
+    alpha = positive("alpha", alpha)
+    delta = positive("delta", delta)
     scheme_order(scheme)  # validates the scheme
-    inner_steps = _check_int("inner_steps", inner_steps)
+    inner_steps = integer("inner_steps", inner_steps)
     if fixed_point_iters == "solve":
-        solve = _Solve(None, _check_positive("fixed_point_tol", fixed_point_tol),
-                       _check_int("max_fixed_point_iters", max_fixed_point_iters, 2))
+        solve = _Solve(None, positive("fixed_point_tol", fixed_point_tol),
+                       integer("max_fixed_point_iters", max_fixed_point_iters, 2))
     else:
-        J = _check_int("fixed_point_iters", fixed_point_iters)
+        J = integer("fixed_point_iters", fixed_point_iters)
         solve = None if J == 1 else _Solve(J, 0.0, J)
     if kink_tol is not None:
-        kink_tol = _check_positive("kink_tol", kink_tol)
-    info = EstimateInfo()
-    xs, gs = _inner_loop(x, inner_grad, alpha, inner_steps, info)
-    v = _call(outer_grad, "outer_grad", xs[-1], x, info, f"at x_K (K={inner_steps})")
+        kink_tol = positive("kink_tol", kink_tol)
+    oracles = _Oracles(x, inner_grad, outer_grad, batched)
+    xs, gs = _inner_loop(x, oracles, alpha, inner_steps)
+    (v,) = oracles.outer([xs[-1]], f"at x_K (K={inner_steps})")
     for k in reversed(range(inner_steps)):
         step_solve = solve if k == inner_steps - 1 else None
-        v = _backward_step(xs[k], gs[k], v, delta, scheme, normalize, step_solve,
-                           inner_grad, outer_grad, alpha, info, x, k, kink_tol)
-    return (v, info) if return_info else v
+        v = _backward_step(xs[k], gs[k], v, delta, scheme, normalize, step_solve, oracles, alpha, k, kink_tol)
+    return (v, oracles.info) if return_info else v
 
 
-def fo_maml(x, inner_grad: Oracle, outer_grad: Oracle, *, alpha: float, inner_steps: int = 1, return_info: bool = False):
+def fo_maml(x, inner_grad: Oracle, outer_grad: Oracle, *, alpha: float, inner_steps: int = 1,
+            batched: bool = False, return_info: bool = False):
     """First-order MAML: ``grad F(phi^K(x))``, the meta-gradient with the Jacobians dropped."""
-    x = _check_point(x)
-    alpha = _check_positive("alpha", alpha)
-    inner_steps = _check_int("inner_steps", inner_steps)
-    info = EstimateInfo()
-    xs, _ = _inner_loop(x, inner_grad, alpha, inner_steps, info)
-    g = _call(outer_grad, "outer_grad", xs[-1], x, info, f"at x_K (K={inner_steps})")
-    return (g, info) if return_info else g
+    x = _check_point(x, batched)
+    alpha = positive("alpha", alpha)
+    inner_steps = integer("inner_steps", inner_steps)
+    oracles = _Oracles(x, inner_grad, outer_grad, batched)
+    xs, _ = _inner_loop(x, oracles, alpha, inner_steps)
+    (g,) = oracles.outer([xs[-1]], f"at x_K (K={inner_steps})")
+    return (g, oracles.info) if return_info else g
 
 
-def reptile(x, inner_grad: Oracle, outer_grad: Oracle, *, alpha: float, inner_steps: int = 1, return_info: bool = False):
+def reptile(x, inner_grad: Oracle, outer_grad: Oracle, *, alpha: float, inner_steps: int = 1,
+            batched: bool = False, return_info: bool = False):
     """Reptile: ``(x - U^m(x)) / (m alpha)``, U^m = m = K+1 gradient steps on ``f + F``."""
-    x = _check_point(x)
-    alpha = _check_positive("alpha", alpha)
-    m = _check_int("inner_steps", inner_steps) + 1
-    info = EstimateInfo()
+    x = _check_point(x, batched)
+    alpha = positive("alpha", alpha)
+    m = integer("inner_steps", inner_steps) + 1
+    oracles = _Oracles(x, inner_grad, outer_grad, batched)
     u = x
     for k in range(m):
         where = f"at Reptile step {k}"
-        u = u - alpha * (_call(inner_grad, "inner_grad", u, x, info, where) + _call(outer_grad, "outer_grad", u, x, info, where))
+        (gf,), (gF,) = oracles.inner([u], where), oracles.outer([u], where)
+        u = u - alpha * (gf + gF)
     g = (x - u) / (m * alpha)
-    return (g, info) if return_info else g
+    return (g, oracles.info) if return_info else g

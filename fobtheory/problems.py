@@ -25,21 +25,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import arrays
+from .checks import integer, positive
 
 # ---------------------------------------------------------------------------------------------
 # validation helpers
 
 
-def _positive(name: str, value) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
 def check_alpha(alpha, L: float) -> float:
     """Validate the inner step: ``0 < alpha`` and ``alpha * L < 1`` (L = smoothness of f)."""
-    alpha = _positive("alpha", alpha)
+    alpha = positive("alpha", alpha)
     if alpha * L >= 1:
         raise ValueError(
             f"alpha*L must be < 1 so that the inner step is a diffeomorphism: "
@@ -55,12 +49,6 @@ def _as_point(x, dim: int) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError("x must be finite")
     return x
-
-
-def _check_steps(inner_steps) -> int:
-    if isinstance(inner_steps, bool) or not isinstance(inner_steps, (int, np.integer)) or inner_steps < 1:
-        raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
-    return int(inner_steps)
 
 
 def _symmetric(name: str, M, dim: int | None = None) -> np.ndarray:
@@ -131,7 +119,7 @@ class MetaTask(ABC):
         """``[x_0, ..., x_K]`` of K inner gradient steps from x."""
         x = _as_point(x, self.dim)
         xs = [x]
-        for _ in range(_check_steps(inner_steps)):
+        for _ in range(integer("inner_steps", inner_steps)):
             xs.append(xs[-1] - self.alpha * self.inner_grad(xs[-1]))
         return xs
 
@@ -408,7 +396,7 @@ class MetaProblem(Sequence):
 
 def _spectrum_matrix(rng, dim: int, top: float, condition: float) -> np.ndarray:
     """Random symmetric matrix with eigenvalues log-spaced in [top/condition, top]."""
-    _positive("condition", condition)
+    positive("condition", condition)
     if condition < 1:
         raise ValueError(f"condition must be >= 1, got {condition}")
     q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
@@ -422,12 +410,6 @@ def _resolve_alpha(alpha, L_max: float, alpha_L: float) -> float:
             raise ValueError(f"alpha_L must be in (0, 1), got {alpha_L}")
         return alpha_L / L_max
     return alpha
-
-
-def _check_count(name: str, n) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
-    return int(n)
 
 
 def quadratic_tasks(
@@ -445,8 +427,8 @@ def quadratic_tasks(
     """Random quadratic tasks: inner Hessians with spectrum in [L/condition, L], outer
     Hessians in [1/outer_condition, 1], centres ``a_i ~ N(0, spread^2 I)`` and query
     centres ``b_i = a_i + N(0, spread^2 I / 4)``. ``alpha`` defaults to ``alpha_L / L``."""
-    n_tasks, dim = _check_count("n_tasks", n_tasks), _check_count("dim", dim)
-    _positive("L", L)
+    n_tasks, dim = integer("n_tasks", n_tasks), integer("dim", dim)
+    positive("L", L)
     rng = np.random.default_rng(seed)
     alpha = _resolve_alpha(alpha, L, alpha_L)
 
@@ -482,10 +464,10 @@ def logistic_tasks(
     ``alpha`` defaults to ``alpha_L / max_i L_i``; an explicit alpha with
     ``alpha L_i >= 1`` for some task is refused.
     """
-    n_tasks, dim = _check_count("n_tasks", n_tasks), _check_count("dim", dim)
-    n_samples = _check_count("n_samples", n_samples)
-    n_query = n_samples if n_query is None else _check_count("n_query", n_query)
-    _positive("feature_scale", feature_scale)
+    n_tasks, dim = integer("n_tasks", n_tasks), integer("dim", dim)
+    n_samples = integer("n_samples", n_samples)
+    n_query = n_samples if n_query is None else integer("n_query", n_query)
+    positive("feature_scale", feature_scale)
     rng = np.random.default_rng(seed)
     root = np.linalg.cholesky(_spectrum_matrix(rng, dim, feature_scale**2, condition))
     w_shared = 2 * rng.standard_normal(dim) / math.sqrt(dim)

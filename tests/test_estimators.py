@@ -229,7 +229,7 @@ def test_bad_points_and_oracles_are_refused(est):
         est(np.array([1.0]), lambda x: x * np.nan, task.outer_grad, alpha=0.1)
     with pytest.raises(ValueError, match=r"outer_grad returned non-finite values"):
         est(np.array([1.0]), task.inner_grad, lambda y: y + np.inf, alpha=0.1)
-    with pytest.raises(ValueError, match=r"inner_grad returned shape \(2,\) for x of shape \(1,\)"):
+    with pytest.raises(ValueError, match=r"inner_grad returned shape \(2,\) for a point of shape \(1,\)"):
         est(np.array([1.0]), lambda x: np.ones(2), task.outer_grad, alpha=0.1)
     with pytest.raises(ValueError, match=r"outer_grad must return the input's type \(Tensor\)"):
         est(torch.ones(1, dtype=torch.float64), task.inner_grad, lambda y: np.ones(1), alpha=0.1)
@@ -244,3 +244,42 @@ def test_integer_lists_are_accepted_as_float64():
     task = CosineTask()
     g = fob_maml([1, 2], np.sin, lambda y: y, alpha=0.5, delta=1e-4)
     assert isinstance(g, np.ndarray) and g.dtype == np.float64
+
+
+def stacked(problem, name):
+    """The vectorised oracle of a task batch: row r of the input belongs to task r mod B."""
+    def oracle(points):
+        return np.stack([getattr(problem[r % len(problem)], name)(p) for r, p in enumerate(points)])
+    return oracle
+
+
+@given(st.integers(0, 2**31), st.sampled_from([
+    dict(scheme="symmetric"), dict(scheme="forward", normalize=True), dict(scheme=4, inner_steps=2, normalize=True),
+    dict(scheme="complex", fixed_point_iters=2), dict(scheme="symmetric", fixed_point_iters="solve"),
+    dict(scheme="symmetric", normalize=True, kink_tol=1e-9)]))
+def test_a_batch_of_tasks_gives_each_task_its_own_estimate(seed, kw):
+    problem = logistic_tasks(3, 4, seed=seed % 1000)
+    X = np.random.default_rng(seed).standard_normal((3, 4))
+    X[1] = 0.0  # a row whose gradient may be tiny must not disturb the others
+    batched, info = fob_maml(X, stacked(problem, "inner_grad"), stacked(problem, "outer_grad"), alpha=problem.alpha,
+                             delta=1e-3, batched=True, return_info=True, **kw)
+    retries = unresolved = 0
+    for i, task in enumerate(problem):
+        one, one_info = fob_maml(X[i], task.inner_grad, task.outer_grad, alpha=task.alpha, delta=1e-3,
+                                 return_info=True, **kw)
+        np.testing.assert_allclose(batched[i], one, rtol=1e-12, atol=1e-15)
+        retries, unresolved = retries + one_info.kink_retries, unresolved + one_info.kink_unresolved
+    assert (info.kink_retries, info.kink_unresolved) == (retries, unresolved)
+    if "kink_tol" in kw:  # the absurd tolerance fires
+        assert retries > 0
+    for est in (fo_maml, reptile):
+        rows = est(X, stacked(problem, "inner_grad"), stacked(problem, "outer_grad"), alpha=problem.alpha, batched=True)
+        for i, task in enumerate(problem):
+            np.testing.assert_allclose(rows[i], est(X[i], task.inner_grad, task.outer_grad, alpha=task.alpha), rtol=1e-14)
+
+
+def test_a_batch_evaluates_a_stencil_in_one_oracle_call():
+    problem = logistic_tasks(2, 3, seed=0)
+    _, info = fob_maml(np.zeros((2, 3)), stacked(problem, "inner_grad"), stacked(problem, "outer_grad"),
+                       alpha=problem.alpha, delta=1e-3, scheme=4, batched=True, return_info=True)
+    assert info.inner_grad_calls == 2  # the inner step, then the four stencil points together
