@@ -2,7 +2,12 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
+
+# The tests' tensors are tiny: one thread is as fast as two, and immune to oversubscription
+# when the machine is busy (two threads on one free core run ten times slower).
+torch.set_num_threads(1)
 
 settings.register_profile("default", max_examples=25, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,132 @@
+"""MNIST-1D from the ``mnist1d`` package's procedural generator, and N-way K-shot episodes.
+
+The data set is generated offline by ``mnist1d.data.make_dataset`` (never downloaded) and
+cached under ``$XDG_CACHE_HOME/fobtheory`` (default ``~/.cache/fobtheory``) with a key
+that holds the generator arguments and the package versions, so a changed argument or
+generator never serves stale data.
+
+An episode draws ``ways`` classes, relabels them by a random permutation to ``0..ways-1``,
+and takes ``shots`` support and ``queries`` query examples per class, without overlap.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checks import integer
+
+CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "fobtheory"
+
+
+def dataset_args(**overrides) -> dict:
+    """mnist1d's default generator arguments with ``overrides`` applied (names checked)."""
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    unknown = set(overrides) - set(args)
+    if unknown:
+        raise ValueError(f"unknown mnist1d argument(s) {sorted(unknown)}; valid: {sorted(args)}")
+    args.update(overrides)
+    args.pop("url", None)  # the download address plays no part in generation
+    return args
+
+
+def _cache_key(args: dict) -> str:
+    import mnist1d
+
+    payload = json.dumps({"args": args, "mnist1d": getattr(mnist1d, "__version__", "?"),
+                          "numpy": np.__version__.split(".")[0], "v": CACHE_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def generate(args: dict) -> dict[str, np.ndarray]:
+    """``mnist1d.data.make_dataset`` on ``args``, leaving the global random state as it was
+    (the generator reseeds numpy's and Python's global generators)."""
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(ObjectView(dict(args)))
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+def load_mnist1d(cache: bool = True, **overrides) -> dict[str, np.ndarray]:
+    """MNIST-1D arrays ``x, y`` (train split) and ``x_test, y_test``; float32 signals of
+    length ``final_seq_length`` (40 by default) and int64 labels 0..9."""
+    args = dataset_args(**overrides)
+    path = cache_dir() / f"mnist1d-{_cache_key(args)}.npz"
+    if cache and path.exists():
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    data = generate(args)
+    data = {"x": data["x"].astype(np.float32), "y": data["y"].astype(np.int64),
+            "x_test": data["x_test"].astype(np.float32), "y_test": data["y_test"].astype(np.int64)}
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **data)
+        os.replace(tmp, path)
+    return data
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One N-way K-shot task: ``support = (x, y)`` and ``query = (x, y)``, x of shape
+    (n, 1, length), labels in 0..ways-1; ``classes[i]`` is the original class of label i."""
+
+    support: tuple[torch.Tensor, torch.Tensor]
+    query: tuple[torch.Tensor, torch.Tensor]
+    classes: tuple[int, ...]
+
+
+class EpisodeSampler:
+    """Seeded N-way K-shot episodes from one split, optionally restricted to ``classes``."""
+
+    def __init__(self, x, y, *, ways: int = 5, shots: int = 5, queries: int = 15, classes=None, seed: int = 0,
+                 dtype=torch.float32, device="cpu"):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim != 2 or y.shape != (x.shape[0],):
+            raise ValueError(f"x must be (n, length) and y (n,), got {x.shape} and {y.shape}")
+        ways, shots, queries = integer("ways", ways), integer("shots", shots), integer("queries", queries)
+        self.classes = sorted(set(y.tolist())) if classes is None else sorted(set(classes))
+        if len(self.classes) < ways:
+            raise ValueError(f"ways={ways} needs at least {ways} classes, the split offers {self.classes}")
+        self.by_class = {c: np.flatnonzero(y == c) for c in self.classes}
+        short = {c: len(i) for c, i in self.by_class.items() if len(i) < shots + queries}
+        if short:
+            raise ValueError(f"shots + queries = {shots + queries} exceeds the examples of classes {short}")
+        self.x = torch.as_tensor(x, dtype=dtype, device=device).unsqueeze(1)
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self.rng = np.random.default_rng(seed)
+        self.device = device
+
+    def sample(self) -> Episode:
+        classes = self.rng.choice(self.classes, size=self.ways, replace=False)  # random order = label permutation
+        support, query = [], []
+        for c in classes:
+            picked = self.rng.choice(self.by_class[int(c)], size=self.shots + self.queries, replace=False)
+            support.append(picked[: self.shots])
+            query.append(picked[self.shots:])
+        labels = lambda n: torch.arange(self.ways, device=self.device).repeat_interleave(n)  # noqa: E731
+        s, q = np.concatenate(support), np.concatenate(query)
+        return Episode((self.x[s], labels(self.shots)), (self.x[q], labels(self.queries)),
+                       tuple(int(c) for c in classes))
+
+    def batch(self, n: int) -> list[Episode]:
+        return [self.sample() for _ in range(n)]

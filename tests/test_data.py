@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from fobtheory.data import EpisodeSampler, dataset_args, load_mnist1d
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield load_mnist1d(num_samples=600)
+
+
+def test_data_equals_the_generator_output_and_leaves_global_random_state_alone(small):
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    state = np.random.get_state()[1].copy()
+    again = load_mnist1d(num_samples=600, cache=False)
+    assert np.array_equal(np.random.get_state()[1], state)
+    args = get_dataset_args()
+    args.num_samples = 600
+    ref = make_dataset(args)
+    for key in ("x", "x_test"):
+        np.testing.assert_array_equal(small[key], ref[key].astype(np.float32))
+        np.testing.assert_array_equal(again[key], small[key])
+    for key in ("y", "y_test"):
+        np.testing.assert_array_equal(small[key], ref[key])
+    assert small["x"].shape == (480, 40) and small["x_test"].shape == (120, 40)
+
+
+def test_cache_is_keyed_by_the_arguments(tmp_path, monkeypatch):
+    from fobtheory.data import cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = load_mnist1d(num_samples=100)
+    other = load_mnist1d(num_samples=100, seed=3)
+    assert not np.array_equal(other["x"], first["x"])
+    assert len(list(cache_dir().glob("mnist1d-*.npz"))) == 2
+    np.testing.assert_array_equal(load_mnist1d(num_samples=100)["x"], first["x"])  # from the cache
+    with pytest.raises(ValueError, match="unknown mnist1d argument"):
+        dataset_args(n_samples=10)
+
+
+def test_episodes_have_the_right_shapes_labels_and_no_overlap(small):
+    sampler = EpisodeSampler(small["x"], small["y"], ways=5, shots=3, queries=4, seed=1)
+    seen_classes = set()
+    for _ in range(20):
+        ep = sampler.sample()
+        (xs, ys), (xq, yq) = ep.support, ep.query
+        assert xs.shape == (15, 1, 40) and xq.shape == (20, 1, 40) and xs.dtype == torch.float32
+        assert sorted(ys.tolist()) == sorted(list(range(5)) * 3) and sorted(yq.tolist()) == sorted(list(range(5)) * 4)
+        assert len(set(ep.classes)) == 5
+        for label, cls in enumerate(ep.classes):  # relabelled examples come from their class
+            rows = torch.cat([xs[ys == label], xq[yq == label]]).squeeze(1).numpy()
+            idx = [int(np.flatnonzero((small["x"] == r).all(1))[0]) for r in rows]
+            assert (small["y"][idx] == cls).all() and len(set(idx)) == len(idx)  # no support/query overlap
+        seen_classes.add(ep.classes)
+    assert len(seen_classes) > 10  # random classes and label permutations
+
+
+def test_sampler_is_seeded_and_can_hold_out_classes(small):
+    a = EpisodeSampler(small["x"], small["y"], seed=5).sample()
+    b = EpisodeSampler(small["x"], small["y"], seed=5).sample()
+    assert torch.equal(a.support[0], b.support[0]) and a.classes == b.classes
+    held = EpisodeSampler(small["x"], small["y"], classes=range(5), shots=1, seed=0)
+    assert all(set(held.sample().classes) == set(range(5)) for _ in range(5))
+    with pytest.raises(ValueError, match="ways=5 needs at least 5 classes"):
+        EpisodeSampler(small["x"], small["y"], classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="shots must be an integer >= 1"):
+        EpisodeSampler(small["x"], small["y"], shots=0)
+    with pytest.raises(ValueError, match="exceeds the examples"):
+        EpisodeSampler(small["x"], small["y"], shots=40, queries=40)
