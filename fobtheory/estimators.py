@@ -224,11 +224,13 @@ def _stencil_step(xk, gk, v, h, stencil, oracles: _Oracles, alpha, solve, k):
     return total_w + (alpha / h) * total_g, grads
 
 
-def _kinked(grads, gk, tol, oracles: _Oracles):
-    """Kink test: the two one-sided differences ``grad f(x_k -+ h v) - grad f(x_k)`` of a
-    smooth f agree to O(h); across an activation kink they differ by O(1)."""
+def _disagreement(grads, gk, oracles: _Oracles):
+    """``|D+ - D-| / |D+ + D-|/2`` of the one-sided differences ``D+ = grad f(x_k) - grad f(x_k - h v)``
+    and ``D- = grad f(x_k + h v) - grad f(x_k)``: O(h) for a smooth f, O(1) when the step
+    crosses an activation kink, and growing like 1/h once roundoff dominates."""
     plus, minus = gk - grads[1], grads[-1] - gk
-    return oracles.norm(plus - minus) > tol * oracles.norm(plus + minus) / 2
+    mean = oracles.norm(plus + minus) / 2
+    return oracles.norm(plus - minus) / oracles.where(mean > 0, mean, 1e-300)
 
 
 def _backward_step(xk, gk, v, delta, scheme, normalize, solve, oracles: _Oracles, alpha, k, kink_tol):
@@ -247,16 +249,22 @@ def _backward_step(xk, gk, v, delta, scheme, normalize, solve, oracles: _Oracles
     out, grads = _stencil_step(xk, gk, v, h, stencil, oracles, alpha, solve, k)
     if kink_tol is None or solve is not None or not {-1, 1} <= set(stencil.offsets):
         return out
-    pending = _kinked(grads, gk, kink_tol, oracles)
+    # kink guard: shrink the step tenfold while the one-sided differences disagree and the
+    # disagreement keeps falling; a rising one means roundoff, so the last step is kept
+    disagreement = _disagreement(grads, gk, oracles)
+    pending = disagreement > kink_tol
     for _ in range(3):
         if not oracles.count(pending):
-            return out
+            break
         oracles.info.kink_retries += oracles.count(pending)
         h = oracles.where(pending, h / 10, h)
         retry, grads = _stencil_step(xk, gk, v, h, stencil, oracles, alpha, solve, k)
-        out = oracles.where(pending, retry, out)
-        pending = pending & _kinked(grads, gk, kink_tol, oracles)
-    oracles.info.kink_unresolved += oracles.count(pending)
+        new = _disagreement(grads, gk, oracles)
+        better = pending & (new < disagreement)
+        out = oracles.where(better, retry, out)
+        disagreement = oracles.where(better, new, disagreement)
+        pending = better & (new > kink_tol)
+    oracles.info.kink_unresolved += oracles.count(disagreement > kink_tol)
     return out
 
 
@@ -298,9 +306,11 @@ def fob_maml(
     fixed_point_iters : J >= 1 iterations of ``u = x - t grad F(phi(u))`` at the last inner
         step (J = 1 is the cheapest and already consistent), or ``"solve"`` to iterate until
         ``|w_{j+1} - w_j| <= fixed_point_tol |v|``.
-    kink_tol : if set, for central stencils with J = 1: when the two one-sided differences
-        disagree by more than ``kink_tol`` times their mean, shrink the step tenfold (up to 3
-        times). Counted in ``info.kink_retries``.
+    kink_tol : if set, for central stencils with J = 1 (the kink guard): when the two
+        one-sided differences, free from the inner loop's ``grad f(x_k)``, disagree by more
+        than ``kink_tol`` times their mean, shrink the step tenfold, up to 3 times, while
+        the disagreement falls (a rising one is roundoff: the previous step is kept).
+        Counted in ``info.kink_retries`` and ``info.kink_unresolved``.
     batched : x holds one task per row of its leading axis; the oracles are vectorised (see
         the module docstring).
     return_info : also return an :class:`EstimateInfo`.

@@ -179,3 +179,17 @@ def meta_gradient(model: nn.Module, support, query, *, method: str, alpha: float
     grads, info = out if return_info else (out, None)
     grads = {name: g[0] for name, g in grads.items()}
     return (grads, info) if return_info else grads
+
+
+def adapted_accuracy(model: nn.Module, supports, queries, *, alpha: float, inner_steps: int = 1,
+                     loss: Callable = F.cross_entropy) -> torch.Tensor:
+    """Query accuracy of each of B tasks after K inner gradient steps on its support set
+    (``supports``, ``queries`` batched as in :func:`meta_gradient_batch`); shape (B,)."""
+    spec = parameter_spec(model)
+    inner = stacked_loss_gradient(model, supports, loss)
+    thetas = flatten({n: p.detach() for n, p in model.named_parameters()}).expand(supports[0].shape[0], -1)
+    for _ in range(integer("inner_steps", inner_steps)):
+        thetas = thetas - positive("alpha", alpha) * inner(thetas)
+    with torch.no_grad():
+        logits = vmap(lambda th, x: functional_call(model, unflatten(th, spec), (x,)))(thetas, queries[0])
+    return (logits.argmax(-1) == queries[1]).to(torch.float64).mean(-1)
