@@ -17,6 +17,8 @@ iteration), the difference simplifies without cancellation of x:
 
 K inner steps run backwards: ``v_K = grad F(x_K)``, ``v_k = D_h(x_k; v_{k+1})``; only the
 last step (k = K-1) has a nonlinear outer loss, so ``fixed_point_iters`` J > 1 applies there.
+The iterates ``x_k`` are stored (K+1 parameter vectors, never an activation graph) or, with
+``store_iterates=False``, recomputed from x_0.
 With ``normalize=True`` the step is ``h = delta / |v|``, so the parameters move by delta.
 
 Costs in gradient calls, K inner steps, J = 1: FO-MAML K+1, forward 2K+1 (the inner loop's
@@ -90,8 +92,8 @@ class _Oracles:
     and arrays of shape ``(B, 1, ..., 1)`` broadcasting against x for a batch.
     """
 
-    def __init__(self, x, inner_grad: Oracle, outer_grad: Oracle, batched: bool):
-        self.x, self.batched = x, batched
+    def __init__(self, x, inner_grad: Oracle, outer_grad: Oracle, batched: bool, stack: bool = True):
+        self.x, self.batched, self.stack = x, batched, stack
         self.oracles = {"inner_grad": inner_grad, "outer_grad": outer_grad}
         self.info = EstimateInfo()
 
@@ -103,7 +105,7 @@ class _Oracles:
 
     def _call(self, name: str, points: list, where: str) -> list:
         """Gradients at ``points``: one oracle call per point, or one stacked call per batch."""
-        if self.batched and len(points) > 1:
+        if self.batched and self.stack and len(points) > 1:
             stacked = arrays.namespace(points[0]).concatenate(points)
             return list(self._checked(name, stacked, where).reshape(len(points), *points[0].shape))
         return [self._checked(name, p, where) for p in points]
@@ -141,13 +143,24 @@ class _Oracles:
         return float(values.max()) if self.batched else float(values)
 
 
-def _inner_loop(x, oracles: _Oracles, alpha, inner_steps):
-    """Iterates ``[x_0..x_K]`` and the gradients ``[grad f(x_0)..grad f(x_{K-1})]``."""
-    xs, gs = [x], []
-    for k in range(inner_steps):
-        gs += oracles.inner([xs[-1]], f"at inner step {k}")
-        xs.append(xs[-1] - alpha * gs[-1])
-    return xs, gs
+def _inner_loop(x, oracles: _Oracles, alpha, steps: int, keep: bool, keep_grads: bool):
+    """Run ``steps`` inner steps from x. Returns the last iterate, and the lists
+    ``[x_0..x_{steps-1}]`` and ``[grad f(x_0)..]`` when ``keep`` / ``keep_grads`` (else empty)."""
+    xs, gs = [], []
+    for k in range(steps):
+        (g,) = oracles.inner([x], f"at inner step {k}")
+        if keep:
+            xs.append(x)
+        if keep_grads:
+            gs.append(g)
+        x = x - alpha * g
+    return x, xs, gs
+
+
+def _iterate(x0, k: int, oracles: _Oracles, alpha, with_grad: bool):
+    """``x_k`` (and ``grad f(x_k)``) recomputed from x_0: k (+1) gradient calls, no storage."""
+    xk, _, _ = _inner_loop(x0, oracles, alpha, k, keep=False, keep_grads=False)
+    return xk, (oracles.inner([xk], f"at inner step {k} (recomputed)")[0] if with_grad else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +228,8 @@ def _stencil_step(xk, gk, v, h, stencil, oracles: _Oracles, alpha, solve, k):
     moved = stencil.perturbed_offsets
     directions = {s: v if solve is None else _outer_direction(s * h, xk, v, oracles, alpha, solve) for s in moved}
     grads = dict(zip(moved, oracles.inner([xk - (s * h) * directions[s] for s in moved], f"at backward step {k}")))
-    grads[0] = gk
+    if gk is not None:
+        grads[0] = gk
     total_w, total_g = 0 * v, 0 * v
     for s, c in zip(stencil.offsets, stencil.float_weights):
         total_g = total_g + c * grads[s]
@@ -286,7 +300,9 @@ def fob_maml(
     fixed_point_tol: float = 1e-14,
     max_fixed_point_iters: int = 100,
     kink_tol: float | None = None,
+    store_iterates: bool = True,
     batched: bool = False,
+    stack_stencil: bool = True,
     return_info: bool = False,
 ):
     """FO-B-MAML estimate of ``grad Phi(x)`` from gradient oracles only.
@@ -311,8 +327,14 @@ def fob_maml(
         than ``kink_tol`` times their mean, shrink the step tenfold, up to 3 times, while
         the disagreement falls (a rising one is roundoff: the previous step is kept).
         Counted in ``info.kink_retries`` and ``info.kink_unresolved``.
+    store_iterates : keep ``x_0..x_{K-1}`` (and ``grad f(x_k)`` where a stencil or the guard
+        needs it) from the inner loop: K+1 parameter vectors. ``False`` recomputes ``x_k``
+        from x_0 at each backward step instead: memory flat in K for ``K(K+1)/2`` more
+        gradient calls.
     batched : x holds one task per row of its leading axis; the oracles are vectorised (see
         the module docstring).
+    stack_stencil : with ``batched``, evaluate the points of a stencil in one oracle call
+        (faster); ``False`` calls the oracle once per point (the peak memory of one call).
     return_info : also return an :class:`EstimateInfo`.
     """
     x = _check_point(x, batched)
@@ -328,12 +350,15 @@ def fob_maml(
         solve = None if J == 1 else _Solve(J, 0.0, J)
     if kink_tol is not None:
         kink_tol = positive("kink_tol", kink_tol)
-    oracles = _Oracles(x, inner_grad, outer_grad, batched)
-    xs, gs = _inner_loop(x, oracles, alpha, inner_steps)
-    (v,) = oracles.outer([xs[-1]], f"at x_K (K={inner_steps})")
+    oracles = _Oracles(x, inner_grad, outer_grad, batched, stack_stencil)
+    # grad f(x_k) is needed by one-sided stencils (offset 0) and by the kink guard
+    base = scheme != "complex" and (0 in stencil_for(scheme).offsets or kink_tol is not None)
+    xK, xs, gs = _inner_loop(x, oracles, alpha, inner_steps, keep=store_iterates, keep_grads=store_iterates and base)
+    (v,) = oracles.outer([xK], f"at x_K (K={inner_steps})")
     for k in reversed(range(inner_steps)):
+        xk, gk = (xs[k], gs[k] if base else None) if store_iterates else _iterate(x, k, oracles, alpha, base)
         step_solve = solve if k == inner_steps - 1 else None
-        v = _backward_step(xs[k], gs[k], v, delta, scheme, normalize, step_solve, oracles, alpha, k, kink_tol)
+        v = _backward_step(xk, gk, v, delta, scheme, normalize, step_solve, oracles, alpha, k, kink_tol)
     return (v, oracles.info) if return_info else v
 
 
@@ -344,8 +369,8 @@ def fo_maml(x, inner_grad: Oracle, outer_grad: Oracle, *, alpha: float, inner_st
     alpha = positive("alpha", alpha)
     inner_steps = integer("inner_steps", inner_steps)
     oracles = _Oracles(x, inner_grad, outer_grad, batched)
-    xs, _ = _inner_loop(x, oracles, alpha, inner_steps)
-    (g,) = oracles.outer([xs[-1]], f"at x_K (K={inner_steps})")
+    xK, _, _ = _inner_loop(x, oracles, alpha, inner_steps, keep=False, keep_grads=False)
+    (g,) = oracles.outer([xK], f"at x_K (K={inner_steps})")
     return (g, oracles.info) if return_info else g
 
 

@@ -126,11 +126,22 @@ def _maml(model, supports, queries, alpha, inner_steps, loss, thetas):
 
 def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alpha: float, inner_steps: int = 1,
                         delta: float = 1e-3, loss: Callable = F.cross_entropy, normalize: bool = True,
-                        kink_tol: float | None = None, return_info: bool = False):
-    """Meta-gradients of B tasks at once: ``supports = (X, Y)`` with X of shape (B, n, ...),
-    likewise ``queries``. Returns ``{parameter name: (B, *shape) tensor}``, row b the
-    meta-gradient of task b (and an ``EstimateInfo``, ``None`` for maml, with
-    ``return_info``). See :func:`meta_gradient` for the methods and parameters."""
+                        kink_tol: float | None = None, store_iterates: bool = True, stack_stencil: bool = True,
+                        return_info: bool = False):
+    """Meta-gradients of B tasks at once.
+
+    ``supports = (X, Y)`` with X of shape (B, n, ...), likewise ``queries``. ``method`` is one
+    of :data:`METHODS`: ``maml`` (second order, differentiating through the inner loop),
+    ``fo_maml``, ``reptile``, ``fob_forward``, ``fob_symmetric`` (gradients only, by
+    :func:`fobtheory.estimators.fob_maml` on the flat parameters). FO-B options: ``delta``
+    (with ``normalize=True`` the parameter displacement has norm delta), the kink guard
+    ``kink_tol``, ``store_iterates`` (``False``: recompute the inner iterates, memory flat
+    in K) and ``stack_stencil`` (``False``: one oracle call per stencil point, the peak
+    memory of a single gradient, slower).
+
+    Returns ``{parameter name: (B, *shape) tensor}``, row b the meta-gradient of task b,
+    and with ``return_info`` the estimator's ``EstimateInfo`` (``None`` for maml).
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     positive("alpha", alpha)
@@ -153,6 +164,7 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
             g, info = estimators.reptile(thetas, inner, outer, **common)
         else:
             g, info = estimators.fob_maml(thetas, inner, outer, delta=delta, normalize=normalize, kink_tol=kink_tol,
+                                          store_iterates=store_iterates, stack_stencil=stack_stencil,
                                           scheme=method.removeprefix("fob_"), **common)
     out = {name: view.reshape(B, *shape) for (name, shape), view in
            zip(spec, torch.split(g, [shape.numel() for _, shape in spec], dim=1))}
@@ -160,23 +172,17 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
 
 
 def meta_gradient(model: nn.Module, support, query, *, method: str, alpha: float, inner_steps: int = 1,
-                  delta: float = 1e-3, loss: Callable = F.cross_entropy, normalize: bool = True,
-                  kink_tol: float | None = None, return_info: bool = False):
+                  delta: float = 1e-3, loss: Callable = F.cross_entropy, return_info: bool = False, **options):
     """The meta-gradient of ``loss(model(phi^K(theta); x_query), y_query)`` for one task.
 
-    ``support`` and ``query`` are ``(x, y)`` pairs; ``method`` one of :data:`METHODS`:
-    ``maml`` (second order, autograd through the inner loop), ``fo_maml``, ``reptile``,
-    ``fob_forward``, ``fob_symmetric`` (:func:`fobtheory.estimators.fob_maml` on the flat
-    parameters, gradients only). FO-B methods use ``delta`` (with ``normalize=True`` the
-    parameter displacement has norm delta) and the optional kink guard ``kink_tol``.
-    Returns ``{parameter name: gradient}`` (and the estimator's ``EstimateInfo``, ``None``
-    for maml, with ``return_info``).
+    ``support`` and ``query`` are ``(x, y)`` pairs. Methods and ``options`` (``normalize``,
+    ``kink_tol``, ``store_iterates``, ``stack_stencil``) are those of
+    :func:`meta_gradient_batch`. Returns ``{parameter name: gradient}`` (and the
+    ``EstimateInfo``, ``None`` for maml, with ``return_info``).
     """
     batch = lambda pair: tuple(t.unsqueeze(0) for t in pair)  # noqa: E731
-    out = meta_gradient_batch(model, batch(support), batch(query), method=method, alpha=alpha,
-                              inner_steps=inner_steps, delta=delta, loss=loss, normalize=normalize,
-                              kink_tol=kink_tol, return_info=return_info)
-    grads, info = out if return_info else (out, None)
+    grads, info = meta_gradient_batch(model, batch(support), batch(query), method=method, alpha=alpha,
+                                      inner_steps=inner_steps, delta=delta, loss=loss, return_info=True, **options)
     grads = {name: g[0] for name, g in grads.items()}
     return (grads, info) if return_info else grads
 

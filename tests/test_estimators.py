@@ -295,3 +295,25 @@ def test_kink_guard_does_not_chase_roundoff():
     guarded, info = fob_maml(x, task.inner_grad, task.outer_grad, kink_tol=1e-3, return_info=True, **kw)
     assert info.kink_retries == 1 and info.kink_unresolved == 1  # tried once, saw it get worse
     assert torch.equal(plain, guarded)
+
+
+@pytest.mark.parametrize("scheme, extra", [("forward", lambda K: K * (K + 1) // 2), ("symmetric", lambda K: K * (K - 1) // 2),
+                                           ("complex", lambda K: K * (K - 1) // 2)])
+def test_recomputing_the_iterates_gives_the_same_estimate_for_more_calls(scheme, extra):
+    task = LOGISTIC[1]
+    x = np.linspace(-1, 1, task.dim)
+    kw = dict(alpha=task.alpha, delta=1e-4, scheme=scheme, inner_steps=4, return_info=True)
+    stored, a = fob_maml(x, task.inner_grad, task.outer_grad, **kw)
+    recomputed, b = fob_maml(x, task.inner_grad, task.outer_grad, store_iterates=False, **kw)
+    np.testing.assert_array_equal(stored, recomputed)
+    assert b.grad_calls == a.grad_calls + extra(4)
+
+
+def test_unstacked_stencil_gives_the_same_estimate_one_point_per_call():
+    problem = logistic_tasks(2, 3, seed=1)
+    X = np.ones((2, 3))
+    kw = dict(alpha=problem.alpha, delta=1e-3, scheme=4, batched=True, return_info=True)
+    stacked_est, a = fob_maml(X, stacked(problem, "inner_grad"), stacked(problem, "outer_grad"), **kw)
+    single_est, b = fob_maml(X, stacked(problem, "inner_grad"), stacked(problem, "outer_grad"), stack_stencil=False, **kw)
+    np.testing.assert_array_equal(stacked_est, single_est)
+    assert (a.inner_grad_calls, b.inner_grad_calls) == (2, 5)

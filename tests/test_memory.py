@@ -1,0 +1,89 @@
+"""The peak-memory meter against hand counts, and the memory experiment on a tiny grid."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fobtheory.experiments import execute
+from fobtheory.memory import PeakMemory, measure
+from fobtheory.nn import CNN1D, meta_gradient_batch
+from fobtheory.results import load_results
+
+F32 = 4  # bytes
+
+
+def test_single_linear_layer_matches_the_hand_count():
+    """loss = sum((X W^T + b) * C). The peak is at the product: X, W, b, C, the layer output
+    and the product (the output is freed once the product exists; backward needs only C)."""
+    n, d_in, d_out = 2000, 300, 500
+    X, C = torch.randn(n, d_in), torch.randn(n, d_out)
+    W, b = torch.randn(d_out, d_in, requires_grad=True), torch.randn(d_out, requires_grad=True)
+
+    def step():
+        return torch.autograd.grad((torch.addmm(b, X, W.t()) * C).sum(), (W, b))
+
+    hand = F32 * (n * d_in + d_out * d_in + d_out + n * d_out + 2 * n * d_out)
+    backward = F32 * (n * d_in + d_out * d_in + d_out + n * d_out + n * d_out + d_out * d_in)  # smaller: check
+    assert backward < hand
+    peak = measure(step, X, C, W, b).peak_bytes
+    assert peak == pytest.approx(hand, rel=0.05)
+
+
+def test_two_layer_network_matches_the_hand_count():
+    """relu(X W1^T + b1) W2^T + b2 with cross-entropy: the peak is in backward through the
+    ReLU, where its saved output h, the incoming gradient and the outgoing gradient (each
+    n x hidden) are alive together, besides the inputs and parameters."""
+    n, d_in, hidden, classes = 2000, 10, 1000, 10
+    X, y = torch.randn(n, d_in), torch.randint(0, classes, (n,))
+    params = [torch.randn(hidden, d_in), torch.randn(hidden), torch.randn(classes, hidden), torch.randn(classes)]
+    params = [p.requires_grad_() for p in params]
+
+    def step():
+        W1, b1, W2, b2 = params
+        return torch.autograd.grad(F.cross_entropy(F.linear(torch.relu(F.linear(X, W1, b1)), W2, b2), y), params)
+
+    big = 3 * n * hidden * F32
+    small = (n * d_in + sum(p.numel() for p in params)) * F32 + n * 8  # inputs, parameters, int64 labels
+    peak = measure(step, X, y, *params).peak_bytes
+    assert peak == pytest.approx(big + small, rel=0.05)
+
+
+def test_readings_are_identical_across_runs_and_views_count_once():
+    torch.manual_seed(0)
+    model = CNN1D(width=8)
+    S = (torch.randn(2, 10, 1, 40), torch.randint(0, 5, (2, 10)))
+    Q = (torch.randn(2, 15, 1, 40), torch.randint(0, 5, (2, 15)))
+    for method in ("maml", "fob_symmetric"):
+        readings = {measure(lambda: meta_gradient_batch(model, S, Q, method=method, alpha=0.4, inner_steps=3),
+                            *model.parameters()).peak_bytes for _ in range(3)}
+        assert len(readings) == 1
+    base = torch.zeros(1000)
+    with PeakMemory(base) as meter:
+        views = [base[:500], base.view(10, 100), base[::2]]  # noqa: F841
+        _ = base + 1
+    assert meter.peak == 2 * 1000 * F32
+
+
+def test_freed_tensors_leave_the_count():
+    with PeakMemory() as meter:
+        a = torch.ones(1000)
+        del a
+        b = torch.ones(1000)  # noqa: F841
+    assert meter.peak == 1000 * F32 and meter.current == 1000 * F32
+
+
+def test_memory_experiment_on_a_tiny_grid(tmp_path):
+    overrides = dict(settings={"tiny": dict(depth=3, meta_batch=2, shots=1, queries=2)}, widths=[4, 8],
+                     inner_steps=[1, 3], repeats=1)
+    execute("memory", quick=True, out=tmp_path, overrides=overrides, echo=lambda *_: None)
+    res = load_results(tmp_path / "memory.json")
+    assert (tmp_path / "memory.png").stat().st_size > 0
+    rows = res["records"]
+    assert len(rows) == 2 * 2 * 5
+    for r in rows:
+        assert {"method", "width", "depth", "inner_steps", "meta_batch", "peak_bytes", "seconds"} <= set(r)
+        assert r["peak_bytes"] > 0 and r["seconds"] > 0
+    peak = {(r["variant"], r["width"], r["inner_steps"]): r["peak_bytes"] for r in rows}
+    assert peak[("maml", 8, 3)] > peak[("maml", 8, 1)]  # second order keeps every step's graph
+    assert peak[("fob_symmetric_lean", 8, 3)] == peak[("fob_symmetric_lean", 8, 1)] or \
+        peak[("fob_symmetric_lean", 8, 3)] < 1.05 * peak[("fob_symmetric_lean", 8, 1)]
+    assert {c["id"] for c in res["claims"]} >= {"maml_memory_grows", "fob_memory_flat_in_K_lean"}
