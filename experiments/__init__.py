@@ -7,15 +7,18 @@ Each experiment module defines
     run(config) -> dict                  the results (fobtheory.results.make_results)
     plot(results, out_dir) -> [Path]     the figure(s), from the results alone
 
-and :func:`execute` runs one: config, run, atomic JSON, figure, claims printed.
+and :func:`execute` runs one: config, run, atomic JSON, figure, claims printed;
+:func:`reproduce` runs them all and writes the claims ledger.
 """
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from pathlib import Path
 
-from fobtheory.results import write_json_atomic
+from fobtheory import ledger
+from fobtheory.results import load_results, write_json_atomic
 
 # CLI command -> module of this package, in the order `fobtheory reproduce` runs them
 COMMANDS = {
@@ -55,3 +58,39 @@ def execute(command: str, *, quick: bool = False, seed: int = 0, out=None, devic
     for c in results["claims"]:
         echo(f"  [{c['verdict']:>12}] {c['id']}: {c['measured']}")
     return results
+
+
+def _normalized(config: dict) -> dict:
+    return json.loads(json.dumps(config, default=str))
+
+
+def reproduce(*, quick: bool = False, seed: int = 0, out=None, device: str = "cpu", force: bool = False,
+              echo=print) -> list[dict]:
+    """Run every experiment in order, then write ``<out>/CLAIMS.md``.
+
+    An experiment whose results file already holds the same configuration is not run again
+    (its figures are redrawn from the file), so an interrupted reproduction resumes where it
+    stopped; ``force`` reruns everything.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out) if out is not None else default_out(quick)
+    for command in tqdm(list(COMMANDS), desc="reproduce", unit="experiment"):
+        mod = module(command)
+        path = out / f"{mod.NAME}.json"
+        config = _normalized(mod.config(quick=quick, seed=seed, device=device))
+        if not force and path.exists():
+            try:
+                previous = load_results(path)
+            except ValueError:
+                previous = None
+            if previous is not None and _normalized(previous["config"]) == config:
+                mod.plot(previous, out)
+                echo(f"{command}: up to date in {path}, not rerun (--force reruns it)")
+                continue
+        execute(command, quick=quick, seed=seed, out=out, device=device, echo=echo)
+    rows = ledger.collect(out)
+    (out / "CLAIMS.md").write_text(ledger.claims_file(rows))
+    echo(ledger.table(rows))
+    echo(f"wrote {out / 'CLAIMS.md'}")
+    return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -51,6 +52,27 @@ def experiment(args) -> int:
     return 0
 
 
+def claims(args) -> int:
+    from . import ledger
+
+    out = args.out or "figures"
+    rows = ledger.collect(out)
+    Path(out, "CLAIMS.md").write_text(ledger.claims_file(rows))
+    print(ledger.table(rows))
+    print(f"wrote {Path(out, 'CLAIMS.md')}")
+    if args.readme:
+        changed = ledger.update_readme(args.readme, rows, figure_prefix=f"{Path(out).as_posix()}/")
+        print(f"{'updated' if changed else 'unchanged'}: the claims block of {args.readme}")
+    return 0
+
+
+def reproduce(args) -> int:
+    from .experiments import reproduce as run_all
+
+    run_all(quick=args.quick, seed=args.seed, out=args.out, device=resolve_device(args.device), force=args.force)
+    return 0
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``; refuse cuda without a GPU."""
     if device == "cpu":
@@ -85,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--shots", nargs="+", type=int, default=None, help="shots per class (default 1 5)")
             p.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds")
             p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
+    p = sub.add_parser("claims", help="print the claims ledger of a results folder and write its CLAIMS.md")
+    p.add_argument("--out", default=None, help="results folder (default figures/)")
+    p.add_argument("--readme", default=None, help="also rewrite the claims block of this README")
+    p.set_defaults(func=claims)
+    p = sub.add_parser("reproduce", help="run every experiment, resuming; then the claims ledger")
+    _common(p, device=True)
+    p.add_argument("--force", action="store_true", help="rerun experiments whose results are up to date")
+    p.set_defaults(func=reproduce)
     p = sub.add_parser("demo", help="table of estimator errors on a logistic task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dim", type=int, default=10)

@@ -1,0 +1,91 @@
+"""The claims ledger, `fobtheory claims`, and `fobtheory reproduce` resuming."""
+import json
+
+import pytest
+
+from fobtheory import ledger
+from fobtheory.cli import main
+from fobtheory.results import claim, make_results, write_json_atomic
+
+
+def write(folder, name, claims):
+    write_json_atomic(folder / f"{name}.json", make_results(name, {}, [], {}, claims))
+    (folder / f"{name}.png").write_bytes(b"png")
+
+
+def test_collect_table_and_markdown(tmp_path):
+    write(tmp_path, "alpha", [claim("a1", "x | y", "e", "m", "confirmed"), claim("a2", "s", "e", "m", "refuted")])
+    write(tmp_path, "beta", [claim("b1", "s", "e", "m", "inconclusive")])
+    rows = ledger.collect(tmp_path)
+    assert [r["id"] for r in rows] == ["a1", "a2", "b1"] and rows[0]["figures"] == ["alpha.png"]
+    text = ledger.table(rows)
+    assert "3 claims: 1 confirmed, 1 refuted, 1 inconclusive" in text and "alpha/a1" in text
+    md = ledger.markdown(rows, "figures/")
+    assert "x \\| y" in md and "[alpha.png](figures/alpha.png)" in md and "**refuted**" in md
+
+
+def test_a_results_file_with_a_wrong_schema_is_refused_by_name(tmp_path):
+    write(tmp_path, "good", [claim("a", "s", "e", "m", "confirmed")])
+    bad = json.loads((tmp_path / "good.json").read_text())
+    bad["claims"][0]["verdict"] = "plausible"
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"bad.json: claims\[0\].verdict is 'plausible'"):
+        ledger.collect(tmp_path)
+    assert main(["claims", "--out", str(tmp_path)]) == 2
+
+
+def test_claims_command_writes_the_ledger_and_fills_a_readme(tmp_path, capsys):
+    write(tmp_path, "alpha", [claim("a1", "s", "e", "m", "confirmed")])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{ledger.START}\nold\n{ledger.END}\noutro\n")
+    assert main(["claims", "--out", str(tmp_path), "--readme", str(readme)]) == 0
+    assert "alpha/a1" in capsys.readouterr().out
+    assert (tmp_path / "CLAIMS.md").read_text().startswith("# Claims ledger")
+    block = ledger.readme_block(readme)
+    assert block == ledger.markdown(ledger.collect(tmp_path), f"{tmp_path.as_posix()}/")
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("outro\n")
+    assert not ledger.update_readme(readme, ledger.collect(tmp_path), f"{tmp_path.as_posix()}/")  # idempotent
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no results files"):
+        ledger.collect(tmp_path)
+
+
+class FakeExperiment:
+    """An experiment module stand-in that counts its runs and can be made to crash."""
+
+    def __init__(self, name, crash=False):
+        self.NAME, self.crash, self.runs = name, crash, 0
+
+    def config(self, quick, seed, device):
+        return {"quick": quick, "seed": seed}
+
+    def run(self, config):
+        self.runs += 1
+        if self.crash:
+            raise KeyboardInterrupt
+        return make_results(self.NAME, config, [], {}, [claim(f"{self.NAME}_ok", "s", "e", "m", "confirmed")])
+
+    def plot(self, results, out):
+        (out / f"{self.NAME}.png").write_bytes(b"png")
+        return [out / f"{self.NAME}.png"]
+
+
+def test_reproduce_resumes_without_redoing_finished_experiments(tmp_path, monkeypatch):
+    from fobtheory import experiments
+
+    fakes = {"one": FakeExperiment("one"), "two": FakeExperiment("two", crash=True)}
+    monkeypatch.setattr(experiments, "COMMANDS", dict.fromkeys(fakes))
+    monkeypatch.setattr(experiments, "module", fakes.__getitem__)
+    quiet = dict(out=tmp_path, echo=lambda *_: None)
+    with pytest.raises(KeyboardInterrupt):  # killed midway
+        experiments.reproduce(quick=True, **quiet)
+    fakes["two"].crash = False
+    rows = experiments.reproduce(quick=True, **quiet)
+    assert (fakes["one"].runs, fakes["two"].runs) == (1, 2)
+    assert [r["id"] for r in rows] == ["one_ok", "two_ok"] and (tmp_path / "CLAIMS.md").exists()
+    experiments.reproduce(quick=False, **quiet)  # another configuration: rerun
+    assert fakes["one"].runs == 2
+    experiments.reproduce(quick=False, force=True, **quiet)
+    assert fakes["one"].runs == 3
