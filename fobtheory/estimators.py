@@ -140,7 +140,8 @@ class _Oracles:
         return int(mask.sum()) if self.batched else int(bool(mask))
 
     def largest(self, values) -> float:
-        return float(values.max()) if self.batched else float(values)
+        """The largest of per-task values (a plain number when the value is shared)."""
+        return float(values.max()) if hasattr(values, "max") else float(values)
 
 
 def _inner_loop(x, oracles: _Oracles, alpha, steps: int, keep: bool, keep_grads: bool):

@@ -35,10 +35,15 @@ def style():
     return plt.rc_context(STYLE)
 
 
-def panels(n: int, width: float = 5.0, height: float = 4.0, **kw):
-    """A row of ``n`` axes (call inside :func:`style`)."""
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, **kw)
-    return fig, list(axes[0])
+def panels(n: int, width: float = 5.0, height: float = 4.0, cols: int | None = None, **kw):
+    """``n`` axes of ``width x height`` inches, in rows of ``cols`` (default: one row; call
+    inside :func:`style`)."""
+    cols = cols or n
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, **kw)
+    for ax in axes.flat[n:]:
+        ax.remove()
+    return fig, list(axes.flat[:n])
 
 
 def reference_slope(ax, x0: float, y0: float, slope: float, decades: float = 2.0, label: str | None = None, **kw):

@@ -206,6 +206,13 @@ class QuadraticTask(MetaTask):
     def inner_third(self, x, v):
         return np.zeros((self.dim, self.dim))
 
+    @staticmethod
+    def stacked_gradients(tasks):
+        """``(inner, outer)`` on points grouped ``(m, B, d)``: ``A_b (x - a_b)``, ``B_b (y - b_b)``."""
+        A, a, B, b = (_Stack(tasks, name) for name in ("A", "a", "B", "b"))
+        return (lambda P: _einsum("bij,mbj->mbi", A(P), P - a(P)),
+                lambda P: _einsum("bij,mbj->mbi", B(P), P - b(P)))
+
 
 # ---------------------------------------------------------------------------------------------
 # logistic-regression tasks
@@ -217,6 +224,30 @@ def _sigmoid(t):
     positive = arrays.real(t) >= 0
     e = xp.exp(xp.where(positive, -t, t))  # |e| <= 1: no overflow
     return xp.where(positive, 1 / (1 + e), e / (1 + e))
+
+
+def _einsum(spec: str, *operands):
+    return arrays.namespace(operands[-1]).einsum(spec, *operands)
+
+
+class _Stack:
+    """An attribute of B tasks stacked on a leading axis, served in the backend, dtype and
+    device of the points it meets (converted once per kind of point)."""
+
+    def __init__(self, tasks, name: str, shape=lambda v: v):
+        try:
+            self.value = shape(np.stack([np.asarray(getattr(t, name), dtype=np.float64) for t in tasks]))
+        except ValueError as err:
+            raise ValueError(f"tasks cannot be stacked: {name} differs in shape ({err})") from None
+        self._converted = {}
+
+    def __call__(self, like):
+        if not arrays.is_tensor(like):
+            return self.value
+        key = (like.dtype, like.device)
+        if key not in self._converted:
+            self._converted[key] = arrays.like(self.value, like)
+        return self._converted[key]
 
 
 def _softplus(t):
@@ -301,6 +332,16 @@ class LogisticTask(MetaTask):
     def outer_hess(self, y):
         return self._hess(self.yZq, self.query_reg, y)
 
+    @staticmethod
+    def stacked_gradients(tasks):
+        """``(inner, outer)`` on points grouped ``(m, B, d)``: the gradients above, task data
+        stacked on the B axis (same sample counts across tasks)."""
+        def gradient(name, reg):
+            yZ, r = _Stack(tasks, name), _Stack(tasks, reg, lambda v: np.asarray(v)[:, None])
+            return lambda W: (-_einsum("bnd,mbn->mbd", yZ(W), _sigmoid(-_einsum("bnd,mbd->mbn", yZ(W), W)))
+                              / yZ.value.shape[1] + r(W) * W)
+        return gradient("yZ", "reg"), gradient("yZq", "query_reg")
+
     def inner_third(self, x, v):
         yZ = self.yZ
         t = yZ @ np.asarray(x, dtype=np.float64)
@@ -350,6 +391,12 @@ class CosineTask(MetaTask):
     def inner_third(self, x, v):
         return (-np.sin(np.asarray(x, dtype=np.float64)) * np.asarray(v, dtype=np.float64)).reshape(1, 1)
 
+    @staticmethod
+    def stacked_gradients(tasks):
+        """``(inner, outer)`` on points grouped ``(m, B, 1)``: ``sin x`` and ``y - target_b``."""
+        t = _Stack(tasks, "t")
+        return (lambda P: arrays.namespace(P).sin(P)), (lambda P: P - t(P))
+
 
 # ---------------------------------------------------------------------------------------------
 # task distributions
@@ -384,6 +431,30 @@ class MetaProblem(Sequence):
 
     def meta_hessian(self, x, inner_steps: int = 1) -> np.ndarray:
         return np.mean([t.meta_hessian(x, inner_steps) for t in self.tasks], axis=0)
+
+    def stacked_oracles(self):
+        """Vectorised ``(inner_grad, outer_grad)`` of all tasks, the oracles of the estimators'
+        ``batched=True``: an ``(m*B, d)`` array (row ``i*B + b`` a point of task b) maps to the
+        gradients in the same layout. One vectorised evaluation when every task is of one
+        class with ``stacked_gradients`` (and shapes agree); else one task oracle per row."""
+        B, kind = len(self.tasks), type(self.tasks[0])
+        try:
+            if any(type(t) is not kind for t in self.tasks) or not hasattr(kind, "stacked_gradients"):
+                raise ValueError("mixed task classes")
+            inner, outer = kind.stacked_gradients(self.tasks)
+        except ValueError:  # mixed classes or shapes: task by task
+            def rows(name):
+                def each(P):
+                    xp = arrays.namespace(P)
+                    return xp.stack([getattr(self.tasks[b], name)(P[i, b]) for i in range(P.shape[0])
+                                     for b in range(B)]).reshape(P.shape)
+                return each
+            inner, outer = rows("inner_grad"), rows("outer_grad")
+
+        def grouped(fn):
+            return lambda P: fn(P.reshape(-1, B, *P.shape[1:])).reshape(P.shape)
+
+        return grouped(inner), grouped(outer)
 
     def constants(self) -> dict[str, float]:
         """Worst-case L, rho, L_F over the tasks and theory's (L0, L1)."""

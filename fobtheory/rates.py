@@ -63,10 +63,24 @@ def fit_slope(x, y) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
+def _slopes(lx: np.ndarray, LY: np.ndarray) -> np.ndarray:
+    """Least-squares slopes of each row of ``LY`` against ``lx`` (the bootstrap, vectorised)."""
+    c = lx - lx.mean()
+    return LY @ c / (c @ c)
+
+
+RESOLUTION = EPS64 / 2  # unit roundoff: the smallest relative error float64 reports
+
+
+def geometric_mean(errors, axis: int = 0) -> np.ndarray:
+    """Geometric mean of relative errors; an exact zero (estimate equal to the truth to the
+    last bit) counts as the float64 resolution, not as -infinity in log space."""
+    return np.exp(np.mean(np.log(np.maximum(np.asarray(errors, dtype=float), RESOLUTION)), axis=axis))
+
+
 def _curve(errors) -> np.ndarray:
-    """Geometric mean over tasks (rows); exact zeros count as the smallest positive float."""
-    E = np.atleast_2d(np.asarray(errors, dtype=float))
-    return np.exp(np.mean(np.log(np.maximum(E, np.finfo(float).tiny)), axis=0))
+    """Geometric mean over tasks (rows) of one curve or a (tasks, points) array."""
+    return geometric_mean(np.atleast_2d(errors), axis=0)
 
 
 def roundoff_estimate(deltas, errors) -> float:
@@ -116,7 +130,8 @@ def fit_power_law(x, errors, *, mask=None, n_boot: int = 1000, seed: int = 0, ro
     slope, intercept = fit_slope(xs, _curve(E)[mask])
     if E.shape[0] > 1:
         rng = np.random.default_rng(seed)
-        boots = [fit_slope(xs, _curve(E[rng.integers(0, E.shape[0], E.shape[0])])[mask])[0] for _ in range(n_boot)]
+        resampled = E[rng.integers(0, E.shape[0], (n_boot, E.shape[0]))][..., mask]  # (boot, task, point)
+        boots = _slopes(np.log10(xs), np.log10(geometric_mean(resampled, axis=1)))
         low, high = np.percentile(boots, [2.5, 97.5])
     else:
         lx, ly = np.log10(xs), np.log10(_curve(E)[mask])

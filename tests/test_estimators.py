@@ -317,3 +317,8 @@ def test_unstacked_stencil_gives_the_same_estimate_one_point_per_call():
     single_est, b = fob_maml(X, stacked(problem, "inner_grad"), stacked(problem, "outer_grad"), stack_stencil=False, **kw)
     np.testing.assert_array_equal(stacked_est, single_est)
     assert (a.inner_grad_calls, b.inner_grad_calls) == (2, 5)
+
+
+def test_a_diverging_batch_raises_the_fixed_point_error():
+    with pytest.raises(FixedPointError, match=r"contraction ratio .* >= 1"):
+        fob_maml(np.ones((2, 1)), np.sin, lambda P: 10 * P, alpha=0.5, delta=1.0, fixed_point_iters=2, batched=True)

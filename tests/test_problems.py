@@ -163,3 +163,25 @@ def test_logistic_sigmoid_is_stable_far_out():
 def test_bad_problem_input_is_refused_with_a_clear_message(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def _mixed():
+    q, lg = quadratic_tasks(1, 2, alpha=0.1)[0], logistic_tasks(1, 2, alpha=0.1)[0]
+    return MetaProblem([q, lg])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: quadratic_tasks(3, 4, seed=1), lambda: logistic_tasks(3, 4, seed=1),
+    lambda: MetaProblem([CosineTask(target=0.3), CosineTask(target=-1.0)]), _mixed,
+    lambda: MetaProblem([*logistic_tasks(1, 2, n_samples=5, alpha=0.1), *logistic_tasks(1, 2, n_samples=7, alpha=0.1)]),
+], ids=["quadratic", "logistic", "cosine", "mixed classes", "unequal sample counts"])
+def test_stacked_oracles_equal_the_task_oracles_row_by_row(make, rng):
+    problem = make()
+    inner, outer = problem.stacked_oracles()
+    B = len(problem)
+    real = rng.standard_normal((2 * B, problem.dim))
+    for points in (real, real + 1j * rng.standard_normal(real.shape)):  # holomorphic, like the tasks'
+        for stacked, name in ((inner, "inner_grad"), (outer, "outer_grad")):
+            expected = np.stack([getattr(problem[r % B], name)(p) for r, p in enumerate(points)])
+            np.testing.assert_allclose(stacked(points), expected, rtol=1e-13, atol=1e-15)
+            np.testing.assert_allclose(stacked(torch.tensor(points)).numpy(), expected, rtol=1e-13, atol=1e-15)

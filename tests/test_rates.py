@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fobtheory.rates import fit_power_law, fit_rate, fit_slope, roundoff_estimate, truncation_window
+from fobtheory.rates import _slopes, fit_power_law, fit_rate, fit_slope, roundoff_estimate, truncation_window
 
 DELTAS = np.geomspace(1e-9, 1, 37)
 
@@ -72,3 +72,16 @@ def test_single_curve_interval_is_from_the_regression():
     y = 2 * x**1.5 * np.exp(0.01 * np.random.default_rng(1).standard_normal(10))
     fit = fit_power_law(x, y)
     assert fit.ci_low < 1.5 < fit.ci_high and fit.ci_high - fit.ci_low < 0.05
+
+
+def test_vectorised_bootstrap_slopes_are_least_squares_slopes(rng):
+    lx = np.log10(DELTAS[:12])
+    LY = 1.7 * lx + rng.standard_normal((6, 12))
+    assert np.allclose(_slopes(lx, LY), [np.polyfit(lx, row, 1)[0] for row in LY])
+
+
+def test_exact_zeros_count_as_the_float64_resolution():
+    from fobtheory.rates import RESOLUTION, geometric_mean
+
+    assert geometric_mean([0.0, 0.0]) == pytest.approx(RESOLUTION)
+    assert geometric_mean([[0.0, 1e-4], [1e-16, 1e-4]], axis=0)[1] == pytest.approx(1e-4)

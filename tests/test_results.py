@@ -40,3 +40,14 @@ def test_claims_and_verdicts():
         claim("c", "s", "e", "m", "yes")
     with pytest.raises(ValueError, match="top level must be an object"):
         validate_results([], "f.json")
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o644
