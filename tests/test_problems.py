@@ -11,7 +11,6 @@ from fobtheory.problems import (CosineTask, LogisticTask, MetaProblem, Quadratic
                                 quadratic_tasks)
 from fobtheory.testing import logistic_problems, quadratic_problems
 
-torch.set_default_dtype(torch.float64)
 
 
 def torch_losses(task):
