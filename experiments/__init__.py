@@ -28,6 +28,14 @@ COMMANDS = {
     "mnist1d": "mnist1d",
     "memory": "memory",
 }
+# module (results file) -> heading in the claims ledger
+TITLES = {
+    "bias_rates": "Bias rates: error against delta and against solve accuracy (paper claims 1-2)",
+    "smoothness": "(L0, L1)-smoothness of the MAML objective (paper claim 3)",
+    "optimize": "Meta-training: biased plateaus and normalized step sizes (paper claims 1, 3)",
+    "mnist1d": "MNIST-1D few-shot learning with CNNs (paper claim 4, accuracy)",
+    "memory": "Memory and time per meta-gradient (paper claim 4, activation bottleneck)",
+}
 
 
 def module(command: str):

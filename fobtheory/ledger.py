@@ -50,15 +50,29 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _order(rows: list[dict]) -> list[str]:
+    """Experiments in the order `fobtheory reproduce` runs them, unknown ones last."""
+    from .experiments import COMMANDS
+
+    known = list(COMMANDS.values())
+    names = list(dict.fromkeys(r["experiment"] for r in rows))
+    return sorted(names, key=lambda n: known.index(n) if n in known else len(known))
+
+
 def markdown(rows: list[dict], figure_prefix: str = "") -> str:
-    """The ledger as a Markdown table; figure links are prefixed by ``figure_prefix``."""
+    """The ledger in Markdown: a count of verdicts, then per experiment its figure(s) and a
+    table of its claims; figure links are prefixed by ``figure_prefix``."""
+    from .experiments import TITLES
+
     counts = ", ".join(f"{sum(r['verdict'] == v for r in rows)} {v}" for v in MARK)
-    out = [f"{len(rows)} claims: {counts}.", "",
-           "| verdict | claim | expected | measured | figure |", "|---|---|---|---|---|"]
-    for r in rows:
-        figs = " ".join(f"[{f}]({figure_prefix}{f})" for f in r["figures"]) or "-"
-        out.append(f"| {MARK[r['verdict']]} | {_cell(r['statement'])} (`{r['experiment']}/{r['id']}`) | "
-                   f"{_cell(r['expected'])} | {_cell(r['measured'])} | {figs} |")
+    out = [f"{len(rows)} claims: {counts}."]
+    for name in _order(rows):
+        own = [r for r in rows if r["experiment"] == name]
+        out += ["", f"#### {TITLES.get(name, name)}", ""]
+        out += [f"![{f}]({figure_prefix}{f})" for f in own[0]["figures"]]
+        out += ["", "| verdict | claim | expected | measured |", "|---|---|---|---|"]
+        out += [f"| {MARK[r['verdict']]} | {_cell(r['statement'])} (`{r['id']}`) | {_cell(r['expected'])} | "
+                f"{_cell(r['measured'])} |" for r in own]
     return "\n".join(out)
 
 

@@ -21,7 +21,8 @@ def test_collect_table_and_markdown(tmp_path):
     text = ledger.table(rows)
     assert "3 claims: 1 confirmed, 1 refuted, 1 inconclusive" in text and "alpha/a1" in text
     md = ledger.markdown(rows, "figures/")
-    assert "x \\| y" in md and "[alpha.png](figures/alpha.png)" in md and "**refuted**" in md
+    assert "x \\| y" in md and "![alpha.png](figures/alpha.png)" in md and "**refuted**" in md
+    assert md.index("#### alpha") < md.index("a2") < md.index("#### beta") < md.index("b1")
 
 
 def test_a_results_file_with_a_wrong_schema_is_refused_by_name(tmp_path):

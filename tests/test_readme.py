@@ -1,0 +1,45 @@
+"""README.md stays true: its Python snippets run, its claims block is the ledger of figures/,
+and CI runs its test command."""
+import re
+from pathlib import Path
+
+import pytest
+
+from fobtheory import ledger
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SNIPPETS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_there_are_snippets_to_check():
+    assert len(SNIPPETS) >= 4
+
+
+@pytest.mark.parametrize("index", range(len(SNIPPETS)))
+def test_readme_snippets_run(index, capsys):
+    namespace = {}
+    for code in SNIPPETS[: index + 1]:  # the snippets build on each other, like a session
+        exec(compile(code, f"README.md snippet {index}", "exec"), namespace)
+    if "delta must be" in SNIPPETS[index]:
+        assert "delta must be a finite number > 0" in capsys.readouterr().out
+
+
+def test_readme_claims_block_is_the_ledger_of_the_committed_results():
+    rows = ledger.collect(ROOT / "figures")
+    assert ledger.readme_block(README) == ledger.markdown(rows, "figures/"), \
+        "README's claims block is stale: run `fobtheory claims --readme README.md`"
+    assert (ROOT / "figures" / "CLAIMS.md").read_text() == ledger.claims_file(rows)
+
+
+def test_every_figure_the_ledger_names_exists():
+    for row in ledger.collect(ROOT / "figures"):
+        for name in row["figures"]:
+            assert (ROOT / "figures" / name).stat().st_size > 10_000
+
+
+def test_ci_runs_the_readme_test_command():
+    block = re.search(r"<!-- test-command -->\s*```bash\n(.+?)\n```", README.read_text(), re.S)
+    assert block and "pytest" in block.group(1)
+    assert "test-command" in (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"```bash\n.*fobtheory reproduce --quick", README.read_text())
