@@ -161,6 +161,14 @@ def summarize(records, cfg) -> dict:
                                           ["peak_bytes"] / _get(records, setting=s, variant="maml", width=width,
                                                                 inner_steps=Kmin)["peak_bytes"], s, width)
                                          for s in cfg["settings"] for width in cfg["widths"])
+    st = cfg["settings"][setting]
+    where = (f"{setting} setting (depth {st['depth']}, meta-batch {st['meta_batch']}, {st['shots']}-shot, "
+             f"{st['queries']} queries), width {w}, K = {Kmax}")
+    out["highlights"] = [f"{where}: peak live tensors " + ", ".join(f"{v} {m:.3g} MiB" for v, m in out["peak_mib"].items())]
+    for ratio, label in (("peak_ratio_to_maml", "peak / MAML's"), ("peak_ratio_to_fo_maml", "peak / FO-MAML's"),
+                         ("peak_growth_K", f"peak(K={Kmax}) / peak(K={Kmin})"), ("time_ratio_to_maml", "time / MAML's")):
+        if ratio in out:
+            out["highlights"].append(f"{label}: " + ", ".join(f"{v} {r:.2f}" for v, r in out[ratio].items()))
     mid = sorted(cfg["inner_steps"])[len(cfg["inner_steps"]) // 2]
     if {"maml", "fob_symmetric"} <= set(present):
         out["time_ratio_fob_symmetric_to_maml_midK"] = {

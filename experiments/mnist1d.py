@@ -265,7 +265,34 @@ def summarize(results: list[dict], timing_rows, fidelity_rows, cfg) -> tuple[dic
         if method != "maml" and maml:
             diffs = [a - b for a, b in zip(_accuracies(results, act, shots, method, guard), maml)]
             summary["difference_to_maml"][key] = dict(zip(("mean", "ci_low", "ci_high"), hierarchical_interval(diffs)))
+    summary["highlights"] = _highlights(summary, fidelity_rows, cfg)
     return summary, _claims(summary, results, fidelity_rows, cfg)
+
+
+def _highlights(summary, fidelity_rows, cfg) -> list[str]:
+    """Key numbers as sentences, for the README and the ledger."""
+    lines = []
+    for act in cfg["activations"]:
+        for s in cfg["shots"]:
+            cells = [(k.split("/")[2], a) for k, a in summary["accuracy"].items() if k.startswith(f"{act}/{s}shot/")]
+            if cells:
+                ref = f"; prototype MAML {REFERENCE_MAML[s]:.1f} (DESIGN 4.4)" if s in REFERENCE_MAML else ""
+                lines.append(f"{act.upper()}, 5-way {s}-shot, accuracy % [95% interval], {len(cfg['seeds'])} seeds x "
+                             f"{cfg['eval_episodes']} test episodes: " + ", ".join(
+                                 f"{m} {a['mean']:.1f} [{a['ci_low']:.1f}, {a['ci_high']:.1f}]" for m, a in cells) + ref)
+    if summary["timing"]:
+        lines.append("Time per meta-step / MAML's (interleaved, meta-batch "
+                     f"{cfg['meta_batch']}, {max(cfg['shots'])}-shot, {cfg['device']}): "
+                     + ", ".join(f"{m} {r:.2f}" for m, r in summary["timing"].items()))
+    if fidelity_rows:
+        last = max(r["step"] for r in fidelity_rows)
+        cells = [f"{act.upper()} {dt}{' + guard' if guard else ''} "
+                 f"{_median_error(fidelity_rows, activation=act, dtype=dt, kink_guard=guard, step=last, method='fob_symmetric', delta=cfg['delta']):.2g}"
+                 for act in sorted({r['activation'] for r in fidelity_rows}) for dt in cfg["fidelity"]["dtypes"]
+                 for guard in (False, True)]
+        lines.append(f"Median relative error of FO-B symmetric against the float64 MAML meta-gradient at delta = "
+                     f"{cfg['delta']:g} after {last} MAML steps: " + ", ".join(cells))
+    return lines
 
 
 def _claims(summary, results, fidelity_rows, cfg) -> list[dict]:
