@@ -41,10 +41,9 @@ from fobtheory.checks import integer, positive
 from fobtheory.estimators import FixedPointError, fo_maml, fob_maml, reptile
 from fobtheory.plotting import METHOD_COLORS, close, panels, reference_slope, style
 from fobtheory.problems import CosineTask, MetaProblem, logistic_tasks, quadratic_tasks
-from fobtheory.rates import EPS64, RESOLUTION, fit_power_law, fit_rate, geometric_mean
+from fobtheory.rates import EPS64, RESOLUTION, fit_power_law, fit_rate, geometric_mean, relative_error
 from fobtheory.results import claim, make_results, save_figure, verdict
 from fobtheory.stencils import scheme_order, stencil_for
-from fobtheory.testing import relative_error
 
 NAME = "bias_rates"
 FAMILIES = ("quadratic", "logistic", "cosine")

@@ -72,7 +72,7 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# stacked oracles: row i of X is a point of task idx[i]
+# the meta-gradient estimate of a meta-batch
 
 
 def batch_estimate(estimator: str, problem: MetaProblem, x: np.ndarray, idx, *, delta: float,

@@ -13,7 +13,7 @@ def demo(args) -> int:
     """Print the relative error of each estimator against the closed-form meta-gradient."""
     from .estimators import fo_maml, fob_maml, reptile
     from .problems import logistic_tasks
-    from .testing import relative_error
+    from .rates import relative_error
 
     task = logistic_tasks(1, args.dim, seed=args.seed)[0]
     x = np.random.default_rng(args.seed).standard_normal(task.dim)

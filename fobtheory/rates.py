@@ -69,6 +69,13 @@ def _slopes(lx: np.ndarray, LY: np.ndarray) -> np.ndarray:
     return LY @ c / (c @ c)
 
 
+def relative_error(estimate, exact) -> float:
+    """``|estimate - exact| / |exact|`` (absolute error when exact is zero)."""
+    estimate, exact = np.asarray(estimate, dtype=float), np.asarray(exact, dtype=float)
+    scale = np.linalg.norm(exact)
+    return float(np.linalg.norm(estimate - exact) / (scale if scale > 0 else 1.0))
+
+
 RESOLUTION = EPS64 / 2  # unit roundoff: the smallest relative error float64 reports
 
 

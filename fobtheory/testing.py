@@ -21,7 +21,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from .problems import MetaTask, logistic_tasks, quadratic_tasks
-from .rates import RateFit, fit_rate
+from .rates import RateFit, fit_rate, relative_error
 
 DEFAULT_DELTAS = np.geomspace(1e-9, 1e-1, 33)
 
@@ -65,13 +65,6 @@ def meta_tasks(families=("quadratic", "logistic"), dims=st.integers(1, 8)):
 def points(dim: int, scale: float = 2.0):
     """Points of ``R^dim`` with entries in ``[-scale, scale]`` (float64 numpy arrays)."""
     return st.lists(st.floats(-scale, scale), min_size=dim, max_size=dim).map(np.array)
-
-
-def relative_error(estimate, exact) -> float:
-    """``|estimate - exact| / |exact|`` (absolute error when exact is zero)."""
-    estimate, exact = np.asarray(estimate, dtype=float), np.asarray(exact, dtype=float)
-    scale = np.linalg.norm(exact)
-    return float(np.linalg.norm(estimate - exact) / (scale if scale > 0 else 1.0))
 
 
 def error_curve(estimator, task: MetaTask, x=None, *, deltas=DEFAULT_DELTAS, inner_steps: int = 1) -> np.ndarray:
