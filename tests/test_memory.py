@@ -87,3 +87,18 @@ def test_memory_experiment_on_a_tiny_grid(tmp_path):
     assert peak[("fob_symmetric_lean", 8, 3)] == peak[("fob_symmetric_lean", 8, 1)] or \
         peak[("fob_symmetric_lean", 8, 3)] < 1.05 * peak[("fob_symmetric_lean", 8, 1)]
     assert {c["id"] for c in res["claims"]} >= {"maml_memory_grows", "fob_memory_flat_in_K_lean"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_meter_agrees_with_cuda_max_memory_allocated():
+    torch.manual_seed(0)
+    model = CNN1D(width=128, depth=6).cuda()
+    S = (torch.randn(8, 25, 1, 40, device="cuda"), torch.randint(0, 5, (8, 25), device="cuda"))
+    Q = (torch.randn(8, 75, 1, 40, device="cuda"), torch.randint(0, 5, (8, 75), device="cuda"))
+    for method in ("maml", "fob_symmetric"):
+        fn = lambda: meta_gradient_batch(model, S, Q, method=method, alpha=0.4, inner_steps=5)  # noqa: E731
+        fn()
+        m = measure(fn, *model.parameters(), *S, *Q, device="cuda")
+        # max_memory_allocated counts from the baseline (parameters and data already allocated)
+        base = sum(t.untyped_storage().nbytes() for t in (*model.parameters(), *S, *Q))
+        assert m.peak_bytes == pytest.approx(m.cuda_max_allocated + base, rel=0.10)
