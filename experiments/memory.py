@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter
 from tqdm.auto import tqdm
 
 from fobtheory import plotting
-from fobtheory.memory import measure
+from fobtheory.memory import measure, wall_time
 from fobtheory.nn import CNN1D, meta_gradient_batch
 from fobtheory.results import claim, make_results, save_figure, verdict
 
@@ -87,7 +88,7 @@ def run(cfg: dict) -> dict:
             times = {v: [] for v in calls}
             for _ in range(cfg["repeats"]):
                 for v, fn in calls.items():
-                    times[v].append(measure_time(fn, device))
+                    times[v].append(wall_time(fn, device))
             params = sum(p.numel() for p in model.parameters())
             for v in calls:
                 records.append(dict(setting=name, method=VARIANTS[v][0], variant=v, lean=VARIANTS[v][1] == LEAN,
@@ -100,18 +101,6 @@ def run(cfg: dict) -> dict:
         torch.set_num_threads(before)
     summary = summarize(records, cfg)
     return make_results(NAME, cfg, records, summary, claims(summary, cfg), device=device)
-
-
-def measure_time(fn, device) -> float:
-    import time
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,8 +253,14 @@ def plot(results: dict, out_dir) -> list[Path]:
             axes[i][2].set(title=f"time per meta-gradient / MAML's, K={Kmax}", xlabel="width (channels)",
                            ylabel="time ratio to MAML", xscale="log")
             axes[i][2].axhline(1.0, color="black", linewidth=0.8)
+            for ax in (axes[i][0], axes[i][2]):  # the measured widths, not powers of ten
+                ax.set_xticks(cfg["widths"], [str(w) for w in cfg["widths"]])
+                ax.xaxis.set_minor_formatter(NullFormatter())
             for ax in axes[i]:
                 ax.legend()
+        env = results["environment"]
+        fig.suptitle(f"one meta-gradient per method, interleaved; device: {env.get('cuda_device') or env.get('device')}, "
+                     f"torch {env['torch']}")
         fig.tight_layout()
         save_figure(fig, path)
     plotting.close(fig)

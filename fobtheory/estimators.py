@@ -103,9 +103,13 @@ class _Oracles:
     def outer(self, points: list, where: str) -> list:
         return self._call("outer_grad", points, where)
 
+    def stacks(self, n: int) -> bool:
+        """Whether ``n`` points go to the oracle in one stacked call."""
+        return self.batched and self.stack and n > 1
+
     def _call(self, name: str, points: list, where: str) -> list:
         """Gradients at ``points``: one oracle call per point, or one stacked call per batch."""
-        if self.batched and self.stack and len(points) > 1:
+        if self.stacks(len(points)):
             stacked = arrays.namespace(points[0]).concatenate(points)
             return list(self._checked(name, stacked, where).reshape(len(points), *points[0].shape))
         return [self._checked(name, p, where) for p in points]
@@ -223,19 +227,32 @@ def _outer_direction(t, xk, v, oracles: _Oracles, alpha, solve: _Solve):
 # one backward step: v -> J(x_k) v
 
 
-def _stencil_step(xk, gk, v, h, stencil, oracles: _Oracles, alpha, solve, k):
+def _stencil_step(xk, gk, v, h, stencil, oracles: _Oracles, alpha, solve, k, keep_grads: bool):
     """``sum_j c_j s_j w_j + (alpha/h) sum_j c_j grad f(x_k - s_j h w_j)`` over the stencil,
-    and the gradients at each offset (``grad f(x_k)`` = gk at offset 0 is free)."""
+    and, with ``keep_grads``, the gradients at each offset (``grad f(x_k)`` = gk at offset 0
+    is free). Stacked, the points go to the oracle in one call; otherwise each point lives
+    only for its own call and the sums accumulate as they go (the peak of one gradient)."""
     moved = stencil.perturbed_offsets
-    directions = {s: v if solve is None else _outer_direction(s * h, xk, v, oracles, alpha, solve) for s in moved}
-    grads = dict(zip(moved, oracles.inner([xk - (s * h) * directions[s] for s in moved], f"at backward step {k}")))
-    if gk is not None:
-        grads[0] = gk
-    total_w, total_g = 0 * v, 0 * v
+    where = f"at backward step {k}"
+    direction = lambda s: v if solve is None else _outer_direction(s * h, xk, v, oracles, alpha, solve)  # noqa: E731
+    if oracles.stacks(len(moved)):
+        directions = {s: direction(s) for s in moved}
+        stacked = dict(zip(moved, oracles.inner([xk - (s * h) * directions[s] for s in moved], where)))
+        at = lambda s: (directions[s], stacked[s])  # noqa: E731
+    else:
+        at = lambda s: (w := direction(s), oracles.inner([xk - (s * h) * w], where)[0])  # noqa: E731
+    directional, total_g, grads = [], None, {}
     for s, c in zip(stencil.offsets, stencil.float_weights):
-        total_g = total_g + c * grads[s]
         if s:
-            total_w = total_w + (c * s) * directions[s]
+            w, g = at(s)
+            directional.append((c * s, w))  # w is v itself when J = 1: no extra memory
+        else:
+            g = gk
+        total_g = c * g if total_g is None else total_g + c * g
+        if keep_grads:
+            grads[s] = g
+        del g  # not alive during the next point's call
+    total_w = sum((cs * w for cs, w in directional[1:]), directional[0][0] * directional[0][1])
     return total_w + (alpha / h) * total_g, grads
 
 
@@ -261,8 +278,9 @@ def _backward_step(xk, gk, v, delta, scheme, normalize, solve, oracles: _Oracles
         (g,) = oracles.inner([xc - t * w], f"at backward step {k}")
         return arrays.real(w) + (alpha / h) * arrays.imag(g)
     stencil = stencil_for(scheme)
-    out, grads = _stencil_step(xk, gk, v, h, stencil, oracles, alpha, solve, k)
-    if kink_tol is None or solve is not None or not {-1, 1} <= set(stencil.offsets):
+    guard = kink_tol is not None and solve is None and {-1, 1} <= set(stencil.offsets)
+    out, grads = _stencil_step(xk, gk, v, h, stencil, oracles, alpha, solve, k, keep_grads=guard)
+    if not guard:
         return out
     # kink guard: shrink the step tenfold while the one-sided differences disagree and the
     # disagreement keeps falling; a rising one means roundoff, so the last step is kept
@@ -273,7 +291,7 @@ def _backward_step(xk, gk, v, delta, scheme, normalize, solve, oracles: _Oracles
             break
         oracles.info.kink_retries += oracles.count(pending)
         h = oracles.where(pending, h / 10, h)
-        retry, grads = _stencil_step(xk, gk, v, h, stencil, oracles, alpha, solve, k)
+        retry, grads = _stencil_step(xk, gk, v, h, stencil, oracles, alpha, solve, k, keep_grads=True)
         new = _disagreement(grads, gk, oracles)
         better = pending & (new < disagreement)
         out = oracles.where(better, retry, out)
@@ -356,6 +374,7 @@ def fob_maml(
     base = scheme != "complex" and (0 in stencil_for(scheme).offsets or kink_tol is not None)
     xK, xs, gs = _inner_loop(x, oracles, alpha, inner_steps, keep=store_iterates, keep_grads=store_iterates and base)
     (v,) = oracles.outer([xK], f"at x_K (K={inner_steps})")
+    del xK  # the backward pass needs x_0..x_{K-1} only
     for k in reversed(range(inner_steps)):
         xk, gk = (xs[k], gs[k] if base else None) if store_iterates else _iterate(x, k, oracles, alpha, base)
         step_solve = solve if k == inner_steps - 1 else None

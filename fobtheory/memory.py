@@ -108,3 +108,15 @@ def measure(fn, *alive: torch.Tensor, device: str = "cpu") -> Measurement:
     del result
     cuda_peak = torch.cuda.max_memory_allocated(device) - base if cuda else None
     return Measurement(meter.peak, cuda_peak, seconds)
+
+
+def wall_time(fn, device: str = "cpu") -> float:
+    """Seconds of one call of ``fn()``; on CUDA the queued kernels are waited for at both ends."""
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start

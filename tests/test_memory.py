@@ -102,3 +102,23 @@ def test_meter_agrees_with_cuda_max_memory_allocated():
         # max_memory_allocated counts from the baseline (parameters and data already allocated)
         base = sum(t.untyped_storage().nbytes() for t in (*model.parameters(), *S, *Q))
         assert m.peak_bytes == pytest.approx(m.cuda_max_allocated + base, rel=0.10)
+
+
+def test_lean_fob_holds_at_most_two_parameter_vectors_beyond_fo_maml_at_any_K():
+    """Recomputed iterates, one stencil point alive at a time: FO-B symmetric's peak exceeds
+    FO-MAML's by at most two parameter vectors per task, whatever K."""
+    torch.manual_seed(0)
+    B, model = 4, CNN1D(width=64, depth=3)
+    S = (torch.randn(B, 5, 1, 40), torch.randint(0, 5, (B, 5)))
+    Q = (torch.randn(B, 5, 1, 40), torch.randint(0, 5, (B, 5)))
+    vector = 4 * B * sum(p.numel() for p in model.parameters())
+
+    def peak(method, K, **options):
+        fn = lambda: meta_gradient_batch(model, S, Q, method=method, alpha=0.4, inner_steps=K, **options)  # noqa: E731
+        fn()
+        return measure(fn, *model.parameters(), *S, *Q).peak_bytes
+
+    lean = {K: peak("fob_symmetric", K, store_iterates=False, stack_stencil=False) for K in (1, 3, 6)}
+    for K, bytes_ in lean.items():
+        assert bytes_ - peak("fo_maml", K) <= 2.05 * vector
+    assert lean[6] == lean[3]

@@ -89,3 +89,28 @@ def test_hierarchical_interval_covers_the_mean():
     assert low < mean < high and high - low < 10
     with pytest.raises(ValueError, match="methods must be among"):
         exp.run(dict(exp.config(quick=True), methods=["sgd"]))
+
+
+def _runs(accuracy: dict) -> list[dict]:
+    """Fabricated finished runs: {(activation, shots, method, guard): per-episode accuracy of each seed}."""
+    return [dict(activation=a, shots=s, method=m, kink_guard=g, seed=i, accuracy=list(acc))
+            for (a, s, m, g), per_seed in accuracy.items() for i, acc in enumerate(per_seed)]
+
+
+@pytest.mark.parametrize("shift, expected", [(0.0, "confirmed"), (-35.0, "refuted")])
+def test_accuracy_verdicts_follow_the_data(shift, expected):
+    rng = np.random.default_rng(1)
+    episodes = lambda mean: [np.clip(rng.normal(mean, 5, 600), 0, 100) for _ in range(3)]
+    maml = episodes(70)
+    acc = {("gelu", 5, "maml", False): maml,
+           ("gelu", 5, "fob_symmetric", False): [a + shift for a in maml],
+           ("gelu", 5, "fo_maml", False): episodes(40),
+           ("relu", 5, "maml", False): maml,
+           ("relu", 5, "fob_symmetric", False): maml,
+           ("relu", 5, "fob_symmetric", True): [a - shift for a in maml]}
+    cfg = dict(exp.config(), activations=["gelu"], shots=[5])
+    _, claims = exp.summarize(_runs(acc), [], [], cfg)
+    verdicts = {c["id"]: c["verdict"] for c in claims}
+    assert verdicts["fob_tracks_maml_gelu"] == expected
+    assert verdicts["fob_above_first_order_gelu_5shot"] == ("confirmed" if shift == 0 else "refuted")
+    assert verdicts["kink_guard_improves_relu_accuracy"] == ("inconclusive" if shift == 0 else "confirmed")

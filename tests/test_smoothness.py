@@ -106,15 +106,16 @@ def _objective(fit, g):
 def _brute_force(g, h):
     """Least mean envelope over all candidate lines: vertices of the LP's feasible set are
     lines through two points, horizontal lines and lines through the origin."""
-    candidates = [(h.max(), 0.0)]
-    candidates += [(0.0, hi / gi) for gi, hi in zip(g, h) if gi > 0]
-    for i, j in itertools.combinations(range(len(g)), 2):
-        if g[i] != g[j]:
-            L1 = (h[j] - h[i]) / (g[j] - g[i])
-            candidates.append((h[i] - L1 * g[i], L1))
-    feasible = [(L0, L1) for L0, L1 in candidates
-                if L0 >= -1e-12 and L1 >= -1e-12 and np.all(h <= L0 + L1 * g + 1e-9 * h.max())]
-    return min(L0 + L1 * np.mean(g) for L0, L1 in feasible)
+    with np.errstate(over="ignore", invalid="ignore"):  # steep lines overflow: never feasible and minimal
+        candidates = [(h.max(), 0.0)]
+        candidates += [(0.0, hi / gi) for gi, hi in zip(g, h) if gi > 0]
+        for i, j in itertools.combinations(range(len(g)), 2):
+            if g[i] != g[j]:
+                L1 = (h[j] - h[i]) / (g[j] - g[i])
+                candidates.append((h[i] - L1 * g[i], L1))
+        feasible = [(L0, L1) for L0, L1 in candidates
+                    if L0 >= -1e-12 and L1 >= -1e-12 and np.all(h <= L0 + L1 * g + 1e-9 * h.max())]
+        return min(L0 + L1 * np.mean(g) for L0, L1 in feasible)
 
 
 norms = st.floats(0, 100, allow_subnormal=False)
