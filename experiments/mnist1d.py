@@ -248,6 +248,20 @@ def hierarchical_interval(per_seed: list[np.ndarray], n_boot: int = 2000, seed: 
     return float(np.mean([a.mean() for a in per_seed])), float(low), float(high)
 
 
+def _interval(per_seed: list[np.ndarray]) -> dict:
+    """:func:`hierarchical_interval` as ``{"mean", "ci_low", "ci_high"}``."""
+    return dict(zip(("mean", "ci_low", "ci_high"), hierarchical_interval(per_seed)))
+
+
+def _paired(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
+    """Interval of the accuracy difference a - b, paired by seed and episode."""
+    return _interval([x - y for x, y in zip(a, b)])
+
+
+def _points(d: dict) -> str:
+    return f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] points"
+
+
 def _accuracies(results, activation, shots, method, guard=False) -> list[np.ndarray]:
     runs = sorted((r for r in results if (r["activation"], r["shots"], r["method"], r["kink_guard"])
                    == (activation, shots, method, guard)), key=lambda r: r["seed"])
@@ -259,12 +273,10 @@ def summarize(results: list[dict], timing_rows, fidelity_rows, cfg) -> tuple[dic
     variants = sorted({(r["activation"], r["shots"], r["method"], r["kink_guard"]) for r in results})
     for act, shots, method, guard in variants:
         key = f"{act}/{shots}shot/{method}{'+guard' if guard else ''}"
-        summary["accuracy"][key] = dict(zip(("mean", "ci_low", "ci_high"),
-                                            hierarchical_interval(_accuracies(results, act, shots, method, guard))))
+        summary["accuracy"][key] = _interval(_accuracies(results, act, shots, method, guard))
         maml = _accuracies(results, act, shots, "maml")
         if method != "maml" and maml:
-            diffs = [a - b for a, b in zip(_accuracies(results, act, shots, method, guard), maml)]
-            summary["difference_to_maml"][key] = dict(zip(("mean", "ci_low", "ci_high"), hierarchical_interval(diffs)))
+            summary["difference_to_maml"][key] = _paired(_accuracies(results, act, shots, method, guard), maml)
     summary["highlights"] = _highlights(summary, fidelity_rows, cfg)
     return summary, _claims(summary, results, fidelity_rows, cfg)
 
@@ -310,7 +322,7 @@ def _claims(summary, results, fidelity_rows, cfg) -> list[dict]:
             f"FO-B-MAML (symmetric, delta={cfg['delta']:g} normalized, {cfg['dtype']}) tracks second-order MAML "
             f"on MNIST-1D with {act.upper()}",
             "accuracy difference to MAML within +-1 point (95% interval)",
-            "; ".join(f"{s}-shot: {d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] points" for s, d in cells),
+            "; ".join(f"{s}-shot: {_points(d)}" for s, d in cells),
             verdict(all(inside), any(outside))))
     acc = summary["accuracy"]
     for act in cfg["activations"]:
@@ -320,13 +332,12 @@ def _claims(summary, results, fidelity_rows, cfg) -> list[dict]:
             if not fob or not rivals:
                 continue
             best = max(rivals, key=lambda m: acc[f"{act}/{s}shot/{m}"]["mean"])
-            d = dict(zip(("mean", "ci_low", "ci_high"), hierarchical_interval(
-                [a - b for a, b in zip(fob, _accuracies(results, act, s, best))])))
+            d = _paired(fob, _accuracies(results, act, s, best))
             claims.append(claim(
                 f"fob_above_first_order_{act}_{s}shot",
                 f"FO-B-MAML symmetric is at or above FO-MAML and Reptile ({act.upper()}, 5-way {s}-shot)",
                 "difference to the better of FO-MAML/Reptile not below -1 point (95% interval)",
-                f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] points vs {best}",
+                f"{_points(d)} vs {best}",
                 verdict(d["ci_low"] >= -1, d["ci_high"] < 0)))
     claims += _guard_claims(results, cfg)
     claims += _fidelity_claims(fidelity_rows, cfg)
@@ -340,15 +351,14 @@ def _guard_claims(results, cfg) -> list[dict]:
         on = _accuracies(results, "relu", s, "fob_symmetric", guard=True)
         off = _accuracies(results, "relu", s, "fob_symmetric")
         if on and len(on) == len(off):
-            cells.append((s, dict(zip(("mean", "ci_low", "ci_high"),
-                                      hierarchical_interval([a - b for a, b in zip(on, off)])))))
+            cells.append((s, _paired(on, off)))
     if not cells:
         return []
     return [claim(
         "kink_guard_improves_relu_accuracy",
         "Meta-training FO-B-MAML symmetric with the kink guard on raises its ReLU accuracy",
         "accuracy with the guard minus without above 0 at every shot count (95% interval)",
-        "; ".join(f"{s}-shot: {d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] points" for s, d in cells),
+        "; ".join(f"{s}-shot: {_points(d)}" for s, d in cells),
         verdict(all(d["ci_low"] > 0 for _, d in cells), any(d["ci_high"] < 0 for _, d in cells)))]
 
 

@@ -248,12 +248,19 @@ def _stencil_step(xk, gk, v, h, stencil, oracles: _Oracles, alpha, solve, k, kee
             directional.append((c * s, w))  # w is v itself when J = 1: no extra memory
         else:
             g = gk
-        total_g = c * g if total_g is None else total_g + c * g
+        total_g = _plus(total_g, c * g)
         if keep_grads:
             grads[s] = g
         del g  # not alive during the next point's call
-    total_w = sum((cs * w for cs, w in directional[1:]), directional[0][0] * directional[0][1])
+    total_w = None  # summed after the calls, so that it does not occupy memory during them
+    for cs, w in directional:
+        total_w = _plus(total_w, cs * w)
     return total_w + (alpha / h) * total_g, grads
+
+
+def _plus(total, term):
+    """``total + term``, with ``None`` as an empty sum."""
+    return term if total is None else total + term
 
 
 def _disagreement(grads, gk, oracles: _Oracles):
