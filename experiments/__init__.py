@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from fobtheory import ledger
+from fobtheory.progress import track
 from fobtheory.results import load_results, write_json_atomic
 
 # CLI command -> module of this package, in the order `fobtheory reproduce` runs them
@@ -26,6 +27,7 @@ COMMANDS = {
     "smoothness": "smoothness",
     "optimize": "optimize",
     "mnist1d": "mnist1d",
+    "fidelity": "mnist1d_fidelity",
     "memory": "memory",
 }
 # module (results file) -> heading in the claims ledger
@@ -34,6 +36,7 @@ TITLES = {
     "smoothness": "(L0, L1)-smoothness of the MAML objective (paper claim 3)",
     "optimize": "Meta-training: biased plateaus and normalized step sizes (paper claims 1, 3)",
     "mnist1d": "MNIST-1D few-shot learning with CNNs (paper claim 4, accuracy)",
+    "mnist1d_fidelity": "MNIST-1D: finite differences against MAML on networks with kinks, error tails (paper claim 4)",
     "memory": "Memory and time per meta-gradient (paper claim 4, activation bottleneck)",
 }
 
@@ -80,10 +83,8 @@ def reproduce(*, quick: bool = False, seed: int = 0, out=None, device: str = "cp
     (its figures are redrawn from the file), so an interrupted reproduction resumes where it
     stopped; ``force`` reruns everything.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out) if out is not None else default_out(quick)
-    for command in tqdm(list(COMMANDS), desc="reproduce", unit="experiment"):
+    for command in track(list(COMMANDS), desc="reproduce", unit="experiment"):
         mod = module(command)
         path = out / f"{mod.NAME}.json"
         config = _normalized(mod.config(quick=quick, seed=seed, device=device))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.ticker import NullFormatter
-from tqdm.auto import tqdm
+from fobtheory.progress import track
 
 from fobtheory import plotting
 from fobtheory.memory import measure, wall_time
@@ -75,7 +75,7 @@ def run(cfg: dict) -> dict:
     records = []
     points = [(s, w, K) for s in cfg["settings"] for w in cfg["widths"] for K in cfg["inner_steps"]]
     try:
-        for name, width, K in tqdm(points, desc="memory", unit="config"):
+        for name, width, K in track(points, desc="memory", unit="config"):
             setting = cfg["settings"][name]
             torch.manual_seed(cfg["seed"])
             model = CNN1D(width=width, depth=setting["depth"], n_classes=cfg["ways"], length=cfg["length"]).to(device)

@@ -1,14 +1,27 @@
 """MNIST-1D few-shot meta-learning: MAML, FO-MAML, Reptile and FO-B-MAML on CNNs (claim 4).
 
-Three parts, one results file (``mnist1d.json``) and two figures:
+One results file (``mnist1d.json``) and one figure (``mnist1d.png``):
 
 1. **accuracy**: for each activation, shots, method and seed, meta-train ``CNN1D`` on
-   episodes of the train split (Adam, meta-batch of tasks), then evaluate on a fixed set
-   of test-split episodes (mean and 95% interval). Runs checkpoint to disk and resume.
-2. **fidelity** (``mnist1d_fidelity.png``): along a MAML training run, the relative error
-   of the FO-B forward and symmetric estimates against the float64 MAML meta-gradient over
-   a delta grid, for ReLU and GELU, float32 and float64, with the kink guard off and on.
-3. **timing**: seconds per meta-step of each method, interleaved in one process.
+   episodes of the train split minus a held-out validation part (Adam, meta-batch of
+   tasks), then evaluate on a fixed set of test-split episodes (mean and 95% interval) and
+   of validation episodes (for model selection). Besides the plain methods, FO-B symmetric
+   with the kink guard (``guarded_activations``) and FO-B forward and symmetric with frozen
+   activation patterns (``frozen_activations``, DESIGN.md section 4.6).
+2. **timing**: seconds per meta-step of each method, interleaved in one process.
+
+The fidelity of the finite differences (error tails against MAML) is its own experiment,
+:mod:`fobtheory.experiments.mnist1d_fidelity`, which trains its MAML runs with :func:`train`.
+
+**Runs.** Each run (one *unit*: activation, shots, method, variant, seed) trains by
+:func:`train`. Its finished result, a small JSON, is written atomically to
+``<results_dir>/<run key>/<run name>.json`` (``results_dir`` = ``figures/mnist1d-runs`` by
+default, so it is committed); checkpoints (every ``checkpoint_every`` steps) and weight
+snapshots stay in the cache, ``<checkpoint_dir or ~/.cache/fobtheory/mnist1d-runs>/<run key>/``.
+The run key ``v<TRAINING_VERSION>-<hash>`` hashes every config entry that shapes a run's
+numbers (all but :data:`PLAN_KEYS`), so a result is reused only by the same configuration
+and code, on any machine: a campaign continues on another machine, and several processes
+(:mod:`fobtheory.experiments.run_parallel`) can share one.
 
 Intervals: the accuracy of a method is the mean over seeds of the mean over evaluation
 episodes; its 95% interval is a two-level bootstrap (seeds, then episodes). Differences
@@ -21,20 +34,27 @@ import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 
 from fobtheory import plotting
 from fobtheory.data import EpisodeSampler, cache_dir, load_mnist1d
 from fobtheory.memory import wall_time
 from fobtheory.nn import CNN1D, METHODS, adapted_accuracy, meta_gradient_batch
-from fobtheory.results import claim, make_results, save_figure, verdict
+from fobtheory.progress import track
+from fobtheory.results import claim, environment, make_results, save_figure, verdict, write_json_atomic
 
 NAME = "mnist1d"
-TRAINING_VERSION = 1  # bump when a change to training, estimators or data alters a run's numbers
-FIDELITY_METHODS = ("fob_forward", "fob_symmetric")
+TRAINING_VERSION = 2  # bump when a change to training, estimators or data alters a run's numbers
+VARIANTS = ("plain", "guard", "frozen")  # guard: fob_symmetric + kink_tol; frozen: FO-B with freeze_pattern=True
+FROZEN_METHODS = ("fob_forward", "fob_symmetric")
+SPLITS = ("test", "validation")
+# config entries that choose which runs to do or where, not what a run computes: left out of the run key
+PLAN_KEYS = ("methods", "shots", "activations", "seeds", "guarded_activations", "frozen_activations", "variants",
+             "device", "torch_threads", "checkpoint_every", "checkpoint_dir", "results_dir", "timing_rounds")
 # what a fairly tuned second-order MAML reached on a prototype (DESIGN.md section 4.4)
 REFERENCE_MAML = {5: 73.0, 1: 60.4}
 
@@ -43,28 +63,35 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
     cfg = dict(
         methods=list(METHODS), shots=[1, 5], activations=["relu", "gelu"], seeds=[seed, seed + 1, seed + 2],
         guarded_activations=["relu"],  # also train fob_symmetric with the kink guard for these
+        frozen_activations=["relu"],  # also train fob_forward and fob_symmetric with frozen patterns for these
+        variants=list(VARIANTS),
         ways=5, queries=15, width=25, depth=3, alpha=0.4, inner_steps=1, delta=1e-3, kink_tol=0.1,
         meta_batch=8, meta_steps=4000, lr=1e-3, eval_episodes=600, eval_every=250, curve_episodes=100,
-        eval_seed=10_000 + seed, num_samples=5000, test_classes=None, dtype="float32", device=device,
-        torch_threads=1, checkpoint_every=250, checkpoint_dir=None,
-        fidelity=dict(steps=[0, 200, 800], episodes=8, deltas=np.geomspace(1e-8, 1e-1, 15).tolist(),
-                      dtypes=["float32", "float64"], shots=5),
-        timing_rounds=20,
+        eval_seed=10_000 + seed, num_samples=5000, validation_fraction=0.2, validation_seed=0, test_classes=None,
+        dtype="float32", device=device, torch_threads=1, checkpoint_every=250, checkpoint_dir=None,
+        results_dir="figures/mnist1d-runs", timing_rounds=20,
     )
     if quick:
-        cfg.update(shots=[5], activations=["gelu"], seeds=[seed], guarded_activations=[], meta_steps=30,
-                   eval_episodes=40, eval_every=15, curve_episodes=20, checkpoint_every=15, timing_rounds=3,
-                   fidelity=dict(steps=[0, 30], episodes=2, deltas=[1e-6, 1e-4, 1e-2], dtypes=["float32", "float64"],
-                                 shots=5))
+        cfg.update(shots=[5], activations=["gelu"], seeds=[seed], guarded_activations=[], frozen_activations=[],
+                   meta_steps=30, eval_episodes=40, eval_every=15, curve_episodes=20, checkpoint_every=15,
+                   timing_rounds=3, results_dir=None)
     return cfg
 
 
 # ---------------------------------------------------------------------------------------------
-# episodes and runs
+# data, episodes and models
+
+
+def load_data(cfg) -> dict:
+    """The MNIST-1D arrays of ``cfg``: train split minus the validation hold-out (``x, y``),
+    ``x_val, y_val`` and ``x_test, y_test`` (:func:`fobtheory.data.load_mnist1d`)."""
+    return load_mnist1d(num_samples=cfg["num_samples"], validation_fraction=cfg["validation_fraction"],
+                        validation_seed=cfg["validation_seed"])
 
 
 def stack(episodes, dtype=None):
-    """Stacked ``(supports, queries)`` of a list of episodes, optionally cast to ``dtype``."""
+    """Stacked ``(supports, queries)`` of a list of episodes, optionally cast to ``dtype``:
+    the batched ``(X, Y)`` pairs that :func:`fobtheory.nn.meta_gradient_batch` takes."""
     def cast(t):
         return t.to(dtype) if dtype is not None and t.is_floating_point() else t
 
@@ -73,40 +100,114 @@ def stack(episodes, dtype=None):
     return supports, queries
 
 
-def _samplers(cfg, data, shots):
+def _samplers(cfg, data, shots, split: str = "test"):
+    """``(train, evaluation)``: ``train(seed)`` makes the seeded sampler of meta-training
+    episodes (train split without the validation hold-out, training classes); ``evaluation``
+    is the fixed sampler of ``split`` episodes (``"test"``: the test split, for final numbers
+    only; ``"validation"``: the held-out part of the train split, for curves and selection),
+    seeded by ``eval_seed``, ``shots`` and the split."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     classes = set(range(10))
     test_classes = set(cfg["test_classes"]) if cfg["test_classes"] is not None else classes
     train_classes = classes - test_classes if cfg["test_classes"] is not None else classes
     common = dict(ways=cfg["ways"], shots=shots, queries=cfg["queries"], device=cfg["device"],
                   dtype=getattr(torch, cfg["dtype"]))
     train = lambda seed: EpisodeSampler(data["x"], data["y"], classes=train_classes, seed=seed, **common)  # noqa: E731
-    test = EpisodeSampler(data["x_test"], data["y_test"], classes=test_classes, seed=cfg["eval_seed"] + shots, **common)
-    return train, test
+    if split == "test":
+        evaluation = EpisodeSampler(data["x_test"], data["y_test"], classes=test_classes,
+                                    seed=cfg["eval_seed"] + shots, **common)
+    else:
+        if len(data.get("y_val", ())) == 0:
+            raise ValueError("split='validation' needs held-out data: load with validation_fraction > 0")
+        evaluation = EpisodeSampler(data["x_val"], data["y_val"], classes=train_classes,
+                                    seed=cfg["eval_seed"] + 50_000 + shots, **common)
+    return train, evaluation
+
+
+def kinked_cnn(width: int = 25, n_classes: int = 5, length: int = 40) -> nn.Module:
+    """A test network whose kinks come from ``LeakyReLU``, ``ReLU6`` and ``MaxPool1d``:
+    Conv1d(5) - LeakyReLU(0.1) - MaxPool1d(2) - Conv1d(3) - ReLU6 - MaxPool1d(2) - Linear."""
+    return nn.Sequential(nn.Conv1d(1, width, 5, padding=2), nn.LeakyReLU(0.1), nn.MaxPool1d(2),
+                         nn.Conv1d(width, width, 3, padding=1), nn.ReLU6(), nn.MaxPool1d(2),
+                         nn.Flatten(), nn.Linear(width * (length // 4), n_classes))
 
 
 def _model(cfg, activation, seed):
+    """The seeded network of a run: ``CNN1D`` with ``activation``, or :func:`kinked_cnn` for
+    ``activation="mixed"``; on ``cfg``'s device and dtype."""
     torch.manual_seed(seed)
-    return CNN1D(width=cfg["width"], depth=cfg["depth"], activation=activation, n_classes=cfg["ways"]).to(
-        device=cfg["device"], dtype=getattr(torch, cfg["dtype"]))
+    if activation == "mixed":
+        model = kinked_cnn(width=cfg["width"], n_classes=cfg["ways"])
+    else:
+        model = CNN1D(width=cfg["width"], depth=cfg["depth"], activation=activation, n_classes=cfg["ways"])
+    return model.to(device=cfg["device"], dtype=getattr(torch, cfg["dtype"]))
 
 
 def evaluate(model, episodes, cfg, batch: int = 50) -> np.ndarray:
-    """Accuracy (percent) on each episode after adaptation."""
+    """Accuracy (percent) on each episode after adaptation (``alpha``, ``inner_steps`` of ``cfg``)."""
     out = [adapted_accuracy(model, *stack(episodes[i:i + batch]), alpha=cfg["alpha"], inner_steps=cfg["inner_steps"])
            for i in range(0, len(episodes), batch)]
     return 100 * torch.cat(out).cpu().numpy()
 
 
+# ---------------------------------------------------------------------------------------------
+# runs: names, folders, training
+
+
+class Unit(NamedTuple):
+    """One run of the plan."""
+
+    activation: str
+    shots: int
+    method: str
+    seed: int
+    guard: bool = False
+    frozen: bool = False
+
+    @property
+    def name(self) -> str:
+        return run_name(self.activation, self.shots, self.method, self.seed, self.guard, self.frozen)
+
+
+def run_name(activation, shots, method, seed, guard=False, frozen=False) -> str:
+    """``<activation>-<shots>shot-<method>[-guard][-frozen]-seed<seed>``."""
+    return f"{activation}-{shots}shot-{method}{'-guard' if guard else ''}{'-frozen' if frozen else ''}-seed{seed}"
+
+
+def _shared(cfg) -> dict:
+    return {k: v for k, v in cfg.items() if k not in PLAN_KEYS}
+
+
+def run_key(cfg) -> str:
+    """``v<TRAINING_VERSION>-<12 hex>``: the hash of the config entries that shape a run."""
+    return f"v{TRAINING_VERSION}-{hashlib.sha256(json.dumps(_shared(cfg), sort_keys=True).encode()).hexdigest()[:12]}"
+
+
 def _run_dir(cfg) -> Path:
-    """Folder of the finished runs and checkpoints of this training configuration: keyed by
-    the parameters that shape a run and by TRAINING_VERSION, so a run resumes only into
-    the same configuration and code."""
-    shared = {k: v for k, v in cfg.items() if k not in ("methods", "shots", "activations", "seeds", "device",
-                                                        "checkpoint_dir", "fidelity", "timing_rounds",
-                                                        "guarded_activations", "torch_threads")}
-    key = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:12]
+    """Cache folder of this training configuration's checkpoints and snapshots."""
     root = Path(cfg["checkpoint_dir"]) if cfg["checkpoint_dir"] else cache_dir() / "mnist1d-runs"
-    return root / f"v{TRAINING_VERSION}-{key}"
+    return root / run_key(cfg)
+
+
+def results_dir(cfg) -> Path:
+    """Folder of the finished runs' results: ``<results_dir>/<run key>`` (committed), or the
+    cache folder when ``results_dir`` is None."""
+    return Path(cfg["results_dir"]) / run_key(cfg) if cfg["results_dir"] else _run_dir(cfg)
+
+
+def result_path(cfg, name: str) -> Path:
+    return results_dir(cfg) / f"{name}.json"
+
+
+def finished(cfg, unit: Unit) -> bool:
+    return result_path(cfg, unit.name).exists()
+
+
+def load_snapshots(cfg, name: str, device=None) -> dict:
+    """``{step: state_dict}`` that :func:`train` saved for run ``name`` (cache only)."""
+    path = _run_dir(cfg) / f"{name}.snapshots.pt"
+    return torch.load(path, map_location=device, weights_only=False) if path.exists() else {}
 
 
 def _save(obj, path: Path):
@@ -115,103 +216,120 @@ def _save(obj, path: Path):
     tmp.replace(path)
 
 
-def train(cfg, data, *, activation, shots, method, seed, guard, run_dir: Path, progress, snapshot_steps=()) -> dict:
-    """Meta-train one configuration (resuming from its checkpoint) and evaluate it."""
-    name = f"{activation}-{shots}shot-{method}{'-guard' if guard else ''}-seed{seed}"
-    done = run_dir / f"{name}.json"
-    if done.exists():
+class _NoProgress:
+    def update(self, n=1):
+        pass
+
+
+def train(cfg, data, *, activation, shots, method, seed, guard=False, frozen=False, progress=None,
+          snapshot_steps=()) -> dict:
+    """Meta-train one run (resuming from its checkpoint) and evaluate it; returns its result.
+
+    ``cfg``: a :func:`config`; ``data``: :func:`load_data`; ``guard``: ``fob_symmetric`` with
+    ``kink_tol``; ``frozen``: FO-B with ``freeze_pattern=True``; ``progress``: anything with
+    ``update(n)`` (a tqdm bar). A run whose result exists is not trained again; it is only
+    retrained (its result kept) when ``snapshot_steps`` asks for weight snapshots that are
+    not in the cache. The result is a dict with ``name, run_key, activation, shots, method,
+    kink_guard, freeze_pattern, seed``; ``accuracy`` and ``val_accuracy`` (percent, per test /
+    validation episode, ``eval_episodes`` each); ``curve`` ([step, mean validation accuracy
+    over ``curve_episodes``] every ``eval_every`` steps); ``kinks`` ([step, retries,
+    unresolved, suspects] summed over each ``eval_every`` interval, FO-B methods only: the
+    ``EstimateInfo`` counts ``kink_retries`` (the guard's step shrinks, up to 3 per task
+    step), ``kink_unresolved`` and ``kink_suspects`` (task steps)) and their totals
+    ``kink_retries``, ``kink_unresolved``, ``kink_suspects``;
+    ``seconds_per_step`` (median), ``train_seconds``; ``environment`` (device, torch version,
+    machine) of the process that finished it.
+    """
+    if guard and method != "fob_symmetric":
+        raise ValueError(f"guard=True needs method='fob_symmetric', got {method!r}")
+    if frozen and method not in FROZEN_METHODS:
+        raise ValueError(f"frozen=True needs a method in {FROZEN_METHODS}, got {method!r}")
+    progress = progress or _NoProgress()
+    name = run_name(activation, shots, method, seed, guard, frozen)
+    done, run_dir = result_path(cfg, name), _run_dir(cfg)
+    wanted = set(snapshot_steps)
+    if done.exists() and (not wanted or wanted <= set(load_snapshots(cfg, name))):
         progress.update(cfg["meta_steps"])
         return json.loads(done.read_text())
-    train_sampler, test_sampler = _samplers(cfg, data, shots)
+    for folder in {run_dir, done.parent}:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "config.json").exists():
+            write_json_atomic(folder / "config.json", dict(training_version=TRAINING_VERSION, **_shared(cfg)))
+    train_sampler, _ = _samplers(cfg, data, shots)
     sampler = train_sampler(seed)
-    curve_episodes = test_sampler.batch(cfg["curve_episodes"])
+    curve_episodes = _samplers(cfg, data, shots, "validation")[1].batch(cfg["curve_episodes"])
     model = _model(cfg, activation, seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    state = dict(step=0, curve=[], seconds=[], snapshots={})
+    state = dict(step=0, curve=[], seconds=[], snapshots={}, kinks=[], interval=[0, 0, 0])
     ckpt = run_dir / f"{name}.pt"
     if ckpt.exists():
         saved = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        sampler.rng.bit_generator.state = saved["rng"]
-        state = saved["state"]
-        progress.update(state["step"])
+        if {s for s in wanted if s < saved["state"]["step"]} <= set(saved["state"]["snapshots"]):
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["opt"])
+            sampler.rng.bit_generator.state = saved["rng"]
+            state = saved["state"]
+            progress.update(state["step"])
     kw = dict(method=method, alpha=cfg["alpha"], inner_steps=cfg["inner_steps"], delta=cfg["delta"],
-              kink_tol=cfg["kink_tol"] if guard else None)
+              kink_tol=cfg["kink_tol"] if guard else None, return_info=True)
+    if frozen:
+        kw["freeze_pattern"] = True
     for step in range(state["step"], cfg["meta_steps"]):
-        if step in snapshot_steps:
+        if step in wanted:
             state["snapshots"][step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         start = time.perf_counter()
-        grads = meta_gradient_batch(model, *stack(sampler.batch(cfg["meta_batch"])), **kw)
+        grads, info = meta_gradient_batch(model, *stack(sampler.batch(cfg["meta_batch"])), **kw)
         for n, p in model.named_parameters():
             p.grad = grads[n].mean(0)
         opt.step()
         state["seconds"].append(time.perf_counter() - start)
+        if info is not None:
+            state["interval"][0] += info.kink_retries
+            state["interval"][1] += info.kink_unresolved
+            state["interval"][2] += getattr(info, "kink_suspects", 0)
         state["step"] = step + 1
         progress.update(1)
         if state["step"] % cfg["eval_every"] == 0 or state["step"] == cfg["meta_steps"]:
             state["curve"].append((state["step"], float(evaluate(model, curve_episodes, cfg).mean())))
+            state["kinks"].append((state["step"], *state["interval"]))
+            state["interval"] = [0, 0, 0]
         if state["step"] % cfg["checkpoint_every"] == 0 and state["step"] < cfg["meta_steps"]:
             _save(dict(model=model.state_dict(), opt=opt.state_dict(), rng=sampler.rng.bit_generator.state,
                        state=state), ckpt)
-    if cfg["meta_steps"] in snapshot_steps:
+    if cfg["meta_steps"] in wanted:
         state["snapshots"][cfg["meta_steps"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    accuracy = evaluate(model, test_sampler.batch(cfg["eval_episodes"]), cfg)
-    result = dict(activation=activation, shots=shots, method=method, kink_guard=guard, seed=seed,
-                  accuracy=accuracy.tolist(), curve=state["curve"],
-                  seconds_per_step=float(np.median(state["seconds"])) if state["seconds"] else None)
     if state["snapshots"]:
         _save(state["snapshots"], run_dir / f"{name}.snapshots.pt")
-    done.write_text(json.dumps(result))
     ckpt.unlink(missing_ok=True)
-    return result
-
-
-# ---------------------------------------------------------------------------------------------
-# fidelity of the finite differences against the MAML meta-gradient
-
-
-def _flat(grads):
-    return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1).to(torch.float64)
-
-
-def fidelity(cfg, data, activation, snapshots: dict) -> list[dict]:
-    """Relative error of FO-B estimates against the float64 MAML meta-gradient."""
-    f = cfg["fidelity"]
-    deltas = sorted({float(f"{d:.6g}") for d in f["deltas"]} | {cfg["delta"]})  # the training delta included
-    _, test_sampler = _samplers(cfg, data, f["shots"])
-    episodes = test_sampler.batch(f["episodes"])
-    rows = []
-    for step, weights in sorted(snapshots.items()):
-        model64 = _model(cfg, activation, 0).double()
-        model64.load_state_dict(weights)
-        reference = _flat(meta_gradient_batch(model64, *stack(episodes, torch.float64), method="maml",
-                                              alpha=cfg["alpha"], inner_steps=cfg["inner_steps"]))
-        scale = reference.norm(dim=1)
-        for dtype_name in f["dtypes"]:
-            dtype = getattr(torch, dtype_name)
-            model = model64.to(dtype) if dtype != torch.float64 else model64
-            batch = stack(episodes, dtype)
-            base = dict(activation=activation, dtype=dtype_name, step=step, kind="fidelity")
-
-            def errors(**kw):
-                g = _flat(meta_gradient_batch(model, *batch, alpha=cfg["alpha"], inner_steps=cfg["inner_steps"], **kw))
-                return ((g - reference).norm(dim=1) / scale).tolist()
-
-            for e, err in enumerate(errors(method="maml")):
-                rows.append(dict(base, method="maml", delta=None, kink_guard=False, episode=e, error=err))
-            for method in FIDELITY_METHODS:
-                for guard in (False, True) if method == "fob_symmetric" else (False,):
-                    for delta in deltas:
-                        for e, err in enumerate(errors(method=method, delta=delta,
-                                                       kink_tol=cfg["kink_tol"] if guard else None)):
-                            rows.append(dict(base, method=method, delta=delta, kink_guard=guard, episode=e, error=err))
-            model64 = model.double()
-    return rows
+    if done.exists():  # retrained for its snapshots only: the finished result stands
+        return json.loads(done.read_text())
+    fob = method.startswith("fob_")
+    accuracy = {split: evaluate(model, _samplers(cfg, data, shots, split)[1].batch(cfg["eval_episodes"]), cfg)
+                for split in SPLITS}
+    result = dict(name=name, run_key=run_key(cfg), activation=activation, shots=shots, method=method,
+                  kink_guard=guard, freeze_pattern=frozen, seed=seed,
+                  accuracy=np.round(accuracy["test"], 4).tolist(),
+                  val_accuracy=np.round(accuracy["validation"], 4).tolist(), curve=state["curve"],
+                  kinks=state["kinks"] if fob else None,
+                  kink_retries=sum(k[1] for k in state["kinks"]) if fob else None,
+                  kink_unresolved=sum(k[2] for k in state["kinks"]) if fob else None,
+                  kink_suspects=sum(k[3] for k in state["kinks"]) if fob else None,
+                  seconds_per_step=float(np.median(state["seconds"])) if state["seconds"] else None,
+                  train_seconds=float(np.sum(state["seconds"])), environment=environment(cfg["device"]))
+    write_json_atomic(done, result)
+    return json.loads(done.read_text())
 
 
 # ---------------------------------------------------------------------------------------------
 # timing
+
+
+def _timed_variants(cfg) -> list[tuple[str, dict]]:
+    """(label, options) of each method timed: the plain ones, and frozen FO-B if planned."""
+    variants = [(m, {}) for m in cfg["methods"]]
+    if any(u.frozen for u in _plan(cfg)):
+        variants += [(f"{m}+frozen", dict(freeze_pattern=True)) for m in FROZEN_METHODS if m in cfg["methods"]]
+    return variants
 
 
 def timing(cfg, data) -> list[dict]:
@@ -220,15 +338,17 @@ def timing(cfg, data) -> list[dict]:
     sampler = train_sampler(cfg["seeds"][0])
     model = _model(cfg, cfg["activations"][0], cfg["seeds"][0])
     batch = stack(sampler.batch(cfg["meta_batch"]))
-    times = {m: [] for m in cfg["methods"]}
+    variants = _timed_variants(cfg)
+    times = {label: [] for label, _ in variants}
     for _ in range(cfg["timing_rounds"] + 1):  # the first round warms up
-        for m in cfg["methods"]:
-            times[m].append(wall_time(lambda: meta_gradient_batch(  # noqa: B023 (called at once)
-                model, *batch, method=m, alpha=cfg["alpha"], inner_steps=cfg["inner_steps"], delta=cfg["delta"]),
-                cfg["device"]))
+        for label, options in variants:
+            times[label].append(wall_time(lambda: meta_gradient_batch(  # noqa: B023 (called at once)
+                model, *batch, method=label.split("+")[0], alpha=cfg["alpha"], inner_steps=cfg["inner_steps"],
+                delta=cfg["delta"], **options), cfg["device"]))
     median = {m: float(np.median(t[1:])) for m, t in times.items()}
     base = median.get("maml", np.nan)
-    return [dict(kind="timing", method=m, shots=max(cfg["shots"]), meta_batch=cfg["meta_batch"],
+    return [dict(kind="timing", method=m.split("+")[0], freeze_pattern=m.endswith("+frozen"),
+                 activation=cfg["activations"][0], shots=max(cfg["shots"]), meta_batch=cfg["meta_batch"],
                  seconds_per_step=s, ratio_to_maml=s / base) for m, s in median.items()]
 
 
@@ -262,26 +382,60 @@ def _points(d: dict) -> str:
     return f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] points"
 
 
-def _accuracies(results, activation, shots, method, guard=False) -> list[np.ndarray]:
-    runs = sorted((r for r in results if (r["activation"], r["shots"], r["method"], r["kink_guard"])
-                   == (activation, shots, method, guard)), key=lambda r: r["seed"])
+def _suffix(guard, frozen) -> str:
+    return ("+guard" if guard else "") + ("+frozen" if frozen else "")
+
+
+def _variant(r) -> tuple:
+    return r["activation"], r["shots"], r["method"], r["kink_guard"], r.get("freeze_pattern", False)
+
+
+def _accuracies(results, activation, shots, method, guard=False, frozen=False) -> list[np.ndarray]:
+    runs = sorted((r for r in results if _variant(r) == (activation, shots, method, guard, frozen)),
+                  key=lambda r: r["seed"])
     return [np.asarray(r["accuracy"]) for r in runs]
 
 
-def summarize(results: list[dict], timing_rows, fidelity_rows, cfg) -> tuple[dict, list[dict]]:
-    summary = {"accuracy": {}, "difference_to_maml": {}, "timing": {r["method"]: r["ratio_to_maml"] for r in timing_rows}}
-    variants = sorted({(r["activation"], r["shots"], r["method"], r["kink_guard"]) for r in results})
-    for act, shots, method, guard in variants:
-        key = f"{act}/{shots}shot/{method}{'+guard' if guard else ''}"
-        summary["accuracy"][key] = _interval(_accuracies(results, act, shots, method, guard))
+# columns 1-3 of a run's ``kinks`` rows, per task step: the guard's step shrinks (0 to 3 each),
+# the share it left unresolved, the share the frozen pattern's check flagged as suspect
+KINK_COUNTS = ("retries_per_task_step", "unresolved_fraction", "suspect_fraction")
+
+
+def _kink_summary(runs, cfg) -> dict:
+    """The kink counts of FO-B runs per task step (meta-steps x meta-batch x inner steps):
+    over the whole run and per ``eval_every`` interval, mean over seeds (:data:`KINK_COUNTS`)."""
+    per_step = cfg["meta_batch"] * cfg["inner_steps"]
+    steps = [k[0] for k in runs[0]["kinks"]]
+    lengths = np.diff([0] + steps) * per_step
+    mean = lambda i, col: float(np.mean([r["kinks"][i][col] for r in runs]))  # noqa: E731
+    out = {c: sum(mean(i, j + 1) for i in range(len(steps))) / (steps[-1] * per_step)
+           for j, c in enumerate(KINK_COUNTS)}
+    out["per_interval"] = [dict(step=s, **{c: mean(i, j + 1) / n for j, c in enumerate(KINK_COUNTS)})
+                           for i, (s, n) in enumerate(zip(steps, lengths))]
+    return out
+
+
+def summarize(results: list[dict], timing_rows, cfg) -> tuple[dict, list[dict]]:
+    summary = {"accuracy": {}, "validation_accuracy": {}, "difference_to_maml": {}, "kinks": {},
+               "timing": {r["method"] + ("+frozen" if r.get("freeze_pattern") else ""): r["ratio_to_maml"]
+                          for r in timing_rows}}
+    for act, shots, method, guard, frozen in sorted({_variant(r) for r in results}):
+        key = f"{act}/{shots}shot/{method}{_suffix(guard, frozen)}"
+        runs = sorted((r for r in results if _variant(r) == (act, shots, method, guard, frozen)),
+                      key=lambda r: r["seed"])
+        summary["accuracy"][key] = _interval(_accuracies(results, act, shots, method, guard, frozen))
+        if all(r.get("val_accuracy") for r in runs):
+            summary["validation_accuracy"][key] = _interval([np.asarray(r["val_accuracy"]) for r in runs])
         maml = _accuracies(results, act, shots, "maml")
         if method != "maml" and maml:
-            summary["difference_to_maml"][key] = _paired(_accuracies(results, act, shots, method, guard), maml)
-    summary["highlights"] = _highlights(summary, fidelity_rows, cfg)
-    return summary, _claims(summary, results, fidelity_rows, cfg)
+            summary["difference_to_maml"][key] = _paired(_accuracies(results, act, shots, method, guard, frozen), maml)
+        if all(r.get("kinks") for r in runs):
+            summary["kinks"][key] = _kink_summary(runs, cfg)
+    summary["highlights"] = _highlights(summary, cfg)
+    return summary, _claims(summary, results, cfg)
 
 
-def _highlights(summary, fidelity_rows, cfg) -> list[str]:
+def _highlights(summary, cfg) -> list[str]:
     """Key numbers as sentences, for the README and the ledger."""
     lines = []
     for act in cfg["activations"]:
@@ -292,38 +446,54 @@ def _highlights(summary, fidelity_rows, cfg) -> list[str]:
                 lines.append(f"{act.upper()}, 5-way {s}-shot, accuracy % [95% interval], {len(cfg['seeds'])} seeds x "
                              f"{cfg['eval_episodes']} test episodes: " + ", ".join(
                                  f"{m} {a['mean']:.1f} [{a['ci_low']:.1f}, {a['ci_high']:.1f}]" for m, a in cells) + ref)
+    guarded = {k: v for k, v in summary["kinks"].items() if k.endswith("+guard")}
+    if guarded:
+        lines.append("Kink guard in training, per task step: step shrinks (0-3) and share left unresolved, over the "
+                     f"run (first -> last interval of {cfg['eval_every']} steps): " + ", ".join(
+                         f"{k.rsplit('/', 1)[0]} {v['retries_per_task_step']:.2f} "
+                         f"({v['per_interval'][0]['retries_per_task_step']:.2f} -> "
+                         f"{v['per_interval'][-1]['retries_per_task_step']:.2f}), {v['unresolved_fraction']:.1%} "
+                         f"({v['per_interval'][0]['unresolved_fraction']:.1%} -> "
+                         f"{v['per_interval'][-1]['unresolved_fraction']:.1%})"
+                         for k, v in guarded.items()))
+    frozen = {k: v for k, v in summary["kinks"].items() if k.endswith("/fob_symmetric+frozen")}  # forward: no check
+    if frozen:
+        lines.append("Frozen patterns in training, share of task steps whose one-sided differences still disagreed "
+                     "(a kink the pattern does not cover): " + ", ".join(
+                         f"{k} {v['suspect_fraction']:.2%}" for k, v in frozen.items()))
     if summary["timing"]:
         lines.append("Time per meta-step / MAML's (interleaved, meta-batch "
-                     f"{cfg['meta_batch']}, {max(cfg['shots'])}-shot, {cfg['device']}): "
-                     + ", ".join(f"{m} {r:.2f}" for m, r in summary["timing"].items()))
-    if fidelity_rows:
-        last = max(r["step"] for r in fidelity_rows)
-        cells = [f"{act.upper()} {dt}{' + guard' if guard else ''} "
-                 f"{_median_error(fidelity_rows, activation=act, dtype=dt, kink_guard=guard, step=last, method='fob_symmetric', delta=cfg['delta']):.2g}"
-                 for act in sorted({r['activation'] for r in fidelity_rows}) for dt in cfg["fidelity"]["dtypes"]
-                 for guard in (False, True)]
-        lines.append(f"Median relative error of FO-B symmetric against the float64 MAML meta-gradient at delta = "
-                     f"{cfg['delta']:g} after {last} MAML steps: " + ", ".join(cells))
+                     f"{cfg['meta_batch']}, {max(cfg['shots'])}-shot, {cfg['activations'][0].upper()}, "
+                     f"{cfg['device']}): " + ", ".join(f"{m} {r:.2f}" for m, r in summary["timing"].items()))
     return lines
 
 
-def _claims(summary, results, fidelity_rows, cfg) -> list[dict]:
+def _tracking_claim(id, statement, cells) -> dict:
+    """FO-B within +-1 point of MAML at every shot count (95% interval)."""
+    inside = [d["ci_low"] >= -1 and d["ci_high"] <= 1 for _, d in cells]
+    outside = [d["ci_low"] > 1 or d["ci_high"] < -1 for _, d in cells]
+    return claim(id, statement, "accuracy difference to MAML within +-1 point (95% interval)",
+                 "; ".join(f"{s}-shot: {_points(d)}" for s, d in cells), verdict(all(inside), any(outside)))
+
+
+def _claims(summary, results, cfg) -> list[dict]:
     claims = []
     diff = summary["difference_to_maml"]
     for act in cfg["activations"]:
-        cells = [(s, diff.get(f"{act}/{s}shot/fob_symmetric")) for s in cfg["shots"]]
-        cells = [(s, d) for s, d in cells if d is not None]
-        if not cells:
-            continue
-        inside = [d["ci_low"] >= -1 and d["ci_high"] <= 1 for _, d in cells]
-        outside = [d["ci_low"] > 1 or d["ci_high"] < -1 for _, d in cells]
-        claims.append(claim(
-            f"fob_tracks_maml_{act}",
-            f"FO-B-MAML (symmetric, delta={cfg['delta']:g} normalized, {cfg['dtype']}) tracks second-order MAML "
-            f"on MNIST-1D with {act.upper()}",
-            "accuracy difference to MAML within +-1 point (95% interval)",
-            "; ".join(f"{s}-shot: {_points(d)}" for s, d in cells),
-            verdict(all(inside), any(outside))))
+        cells = [(s, diff[f"{act}/{s}shot/fob_symmetric"]) for s in cfg["shots"] if f"{act}/{s}shot/fob_symmetric" in diff]
+        if cells:
+            claims.append(_tracking_claim(
+                f"fob_tracks_maml_{act}",
+                f"FO-B-MAML (symmetric, delta={cfg['delta']:g} normalized, {cfg['dtype']}) tracks second-order MAML "
+                f"on MNIST-1D with {act.upper()}", cells))
+    for act in cfg["frozen_activations"]:
+        key = f"{act}/{{}}shot/fob_symmetric+frozen"
+        cells = [(s, diff[key.format(s)]) for s in cfg["shots"] if key.format(s) in diff]
+        if cells:
+            claims.append(_tracking_claim(
+                f"fob_frozen_tracks_maml_{act}",
+                f"FO-B-MAML symmetric with frozen activation patterns (delta={cfg['delta']:g} normalized, "
+                f"{cfg['dtype']}) tracks second-order MAML on MNIST-1D with {act.upper()}", cells))
     acc = summary["accuracy"]
     for act in cfg["activations"]:
         for s in cfg["shots"]:
@@ -339,9 +509,7 @@ def _claims(summary, results, fidelity_rows, cfg) -> list[dict]:
                 "difference to the better of FO-MAML/Reptile not below -1 point (95% interval)",
                 f"{_points(d)} vs {best}",
                 verdict(d["ci_low"] >= -1, d["ci_high"] < 0)))
-    claims += _guard_claims(results, cfg)
-    claims += _fidelity_claims(fidelity_rows, cfg)
-    return claims
+    return claims + _guard_claims(results, cfg)
 
 
 def _guard_claims(results, cfg) -> list[dict]:
@@ -362,44 +530,13 @@ def _guard_claims(results, cfg) -> list[dict]:
         verdict(all(d["ci_low"] > 0 for _, d in cells), any(d["ci_high"] < 0 for _, d in cells)))]
 
 
-def _median_error(rows, **match) -> float:
-    errs = [r["error"] for r in rows if all(r.get(k) == v for k, v in match.items())]
-    return float(np.median(errs)) if errs else float("nan")
-
-
-def _fidelity_claims(rows, cfg) -> list[dict]:
-    if not rows:
-        return []
-    last = max(r["step"] for r in rows)
-    at = dict(step=last, dtype=cfg["dtype"], method="fob_symmetric", delta=cfg["delta"])
-    relu = _median_error(rows, activation="relu", kink_guard=False, **at)
-    gelu = _median_error(rows, activation="gelu", kink_guard=False, **at)
-    guarded = _median_error(rows, activation="relu", kink_guard=True, **at)
-    claims = []
-    if np.isfinite(relu) and np.isfinite(gelu):
-        claims.append(claim(
-            "relu_kinks_degrade_finite_differences",
-            f"After {last} MAML steps, activation kinks make the symmetric difference inaccurate at the default "
-            f"delta ({cfg['delta']:g}, {cfg['dtype']}): ReLU's error exceeds GELU's",
-            "median relative error ReLU >= 10x GELU",
-            f"ReLU {relu:.2g}, GELU {gelu:.2g} (ratio {relu / gelu:.3g})",
-            verdict(relu >= 10 * gelu, relu < 2 * gelu)))
-    if np.isfinite(relu) and np.isfinite(guarded):
-        claims.append(claim(
-            "kink_guard_restores_fidelity",
-            "The kink guard (shrink delta when the one-sided differences disagree) lowers ReLU's error",
-            "median relative error with the guard <= half of without",
-            f"{guarded:.2g} with the guard, {relu:.2g} without",
-            verdict(guarded <= relu / 2, guarded >= relu)))
-    return claims
-
-
 # ---------------------------------------------------------------------------------------------
 # the experiment
 
 
 @contextmanager
-def _threads(n):
+def threads(n):
+    """Run the body with ``torch.set_num_threads(n)`` (``n`` falsy: unchanged)."""
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -409,82 +546,110 @@ def _threads(n):
         torch.set_num_threads(before)
 
 
-def _plan(cfg):
-    runs = [(a, s, m, s == cfg["fidelity"]["shots"] and m == "maml" and seed == cfg["seeds"][0], seed, False)
-            for a in cfg["activations"] for s in cfg["shots"] for seed in cfg["seeds"] for m in cfg["methods"]]
-    runs += [(a, s, "fob_symmetric", False, seed, True) for a in cfg["guarded_activations"] if a in cfg["activations"]
-             for s in cfg["shots"] for seed in cfg["seeds"] if "fob_symmetric" in cfg["methods"]]
-    return runs
+def _plan(cfg) -> list[Unit]:
+    """The runs of ``cfg``: ``plain`` every method; ``guard`` fob_symmetric with the kink guard
+    for ``guarded_activations``; ``frozen`` fob_forward and fob_symmetric with frozen patterns
+    for ``frozen_activations``; each kept if its variant is in ``variants``."""
+    bad = set(cfg["variants"]) - set(VARIANTS)
+    if bad:
+        raise ValueError(f"variants must be among {VARIANTS}, got {sorted(bad)}")
+    units = []
+    for a in cfg["activations"]:
+        for s in cfg["shots"]:
+            for seed in cfg["seeds"]:
+                if "plain" in cfg["variants"]:
+                    units += [Unit(a, s, m, seed) for m in cfg["methods"]]
+                if "guard" in cfg["variants"] and a in cfg["guarded_activations"] and "fob_symmetric" in cfg["methods"]:
+                    units.append(Unit(a, s, "fob_symmetric", seed, guard=True))
+                if "frozen" in cfg["variants"] and a in cfg["frozen_activations"]:
+                    units += [Unit(a, s, m, seed, frozen=True) for m in FROZEN_METHODS if m in cfg["methods"]]
+    return units
 
 
-def run(cfg: dict) -> dict:
+def _check(cfg):
     unknown = set(cfg["methods"]) - set(METHODS)
     if unknown:
         raise ValueError(f"methods must be among {METHODS}, got {sorted(unknown)}")
-    data = load_mnist1d(num_samples=cfg["num_samples"])
-    run_dir = _run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    plan = _plan(cfg)
-    results, snapshots = [], {}
-    with _threads(cfg["torch_threads"]):
-        with tqdm(total=len(plan) * cfg["meta_steps"], desc="mnist1d meta-steps", unit="step") as progress:
-            for act, shots, method, snap, seed, guard in plan:
-                progress.set_postfix_str(f"{act} {shots}-shot {method}{' guard' if guard else ''} seed {seed}")
-                results.append(train(cfg, data, activation=act, shots=shots, method=method, seed=seed, guard=guard,
-                                     run_dir=run_dir, progress=progress,
-                                     snapshot_steps=cfg["fidelity"]["steps"] if snap else ()))
-                if snap:
-                    snapshots[act] = torch.load(run_dir / f"{act}-{shots}shot-maml-seed{seed}.snapshots.pt")
-        fidelity_rows = [r for act, snaps in snapshots.items() for r in fidelity(cfg, data, act, snaps)]
-        timing_rows = timing(cfg, data)
-    records = []
+    _plan(cfg)
+
+
+def records(results: list[dict], cfg) -> list[dict]:
+    """Flat rows of finished runs: ``final`` (test accuracy, mean and 95% half-width over
+    episodes; validation accuracy), ``curve`` (validation accuracy by step) and ``kinks``
+    (guard counts per ``eval_every`` interval, FO-B runs)."""
+    rows = []
     for r in results:
-        per_seed = np.asarray(r["accuracy"])
-        common = {k: r[k] for k in ("method", "activation", "kink_guard", "seed", "shots")}
-        records.append(dict(kind="final", ways=cfg["ways"], **common, accuracy=float(per_seed.mean()),
-                            ci95=float(1.96 * per_seed.std(ddof=1) / np.sqrt(len(per_seed))),
-                            episodes=len(per_seed), seconds_per_step=r["seconds_per_step"]))
-        records += [dict(kind="curve", ways=cfg["ways"], **common, step=s, accuracy=a) for s, a in r["curve"]]
-    summary, claims = summarize(results, timing_rows, fidelity_rows, cfg)
-    return make_results(NAME, cfg, records + fidelity_rows + timing_rows, summary, claims, device=cfg["device"])
+        per_episode = np.asarray(r["accuracy"])
+        common = dict(ways=cfg["ways"], method=r["method"], activation=r["activation"], kink_guard=r["kink_guard"],
+                      freeze_pattern=r.get("freeze_pattern", False), seed=r["seed"], shots=r["shots"])
+        rows.append(dict(kind="final", **common, split="test", accuracy=float(per_episode.mean()),
+                         ci95=float(1.96 * per_episode.std(ddof=1) / np.sqrt(len(per_episode))),
+                         episodes=len(per_episode),
+                         val_accuracy=float(np.mean(r["val_accuracy"])) if r.get("val_accuracy") else None,
+                         seconds_per_step=r["seconds_per_step"], kink_retries=r.get("kink_retries"),
+                         kink_unresolved=r.get("kink_unresolved"), kink_suspects=r.get("kink_suspects"),
+                         device=r.get("environment", {}).get("device")))
+        rows += [dict(kind="curve", **common, split="validation", step=s, accuracy=a) for s, a in r["curve"]]
+        rows += [dict(kind="kinks", **common, step=k[0], kink_retries=k[1], kink_unresolved=k[2], kink_suspects=k[3])
+                 for k in r.get("kinks") or ()]
+    return rows
+
+
+def run(cfg: dict) -> dict:
+    _check(cfg)
+    data = load_data(cfg)
+    plan = _plan(cfg)
+    results = []
+    with threads(cfg["torch_threads"]):
+        with track(total=len(plan) * cfg["meta_steps"], desc="mnist1d meta-steps", unit="step") as progress:
+            for unit in plan:
+                progress.set_postfix_str(unit.name)
+                results.append(train(cfg, data, activation=unit.activation, shots=unit.shots, method=unit.method,
+                                     seed=unit.seed, guard=unit.guard, frozen=unit.frozen, progress=progress))
+        timing_rows = timing(cfg, data)
+    summary, claims = summarize(results, timing_rows, cfg)
+    return make_results(NAME, cfg, records(results, cfg) + timing_rows, summary, claims, device=cfg["device"])
 
 
 # ---------------------------------------------------------------------------------------------
-# figures
+# figure
 
 
 def plot(results: dict, out_dir) -> list[Path]:
-    out_dir = Path(out_dir)
-    return [_plot_accuracy(results, out_dir / "mnist1d.png"), _plot_fidelity(results, out_dir / "mnist1d_fidelity.png")]
+    return [_plot_accuracy(results, Path(out_dir) / "mnist1d.png")]
 
 
-def _label(method, guard):
-    return method + (" + kink guard" if guard else "")
+def _label(method, guard, frozen=False):
+    return method + (" + kink guard" if guard else "") + (" + frozen pattern" if frozen else "")
+
+
+def _linestyle(guard, frozen):
+    return ":" if guard else "-." if frozen else "-"
 
 
 def _plot_accuracy(results, path):
     cfg, recs = results["config"], results["records"]
     acts, shots = cfg["activations"], cfg["shots"]
+    curves = [r for r in recs if r["kind"] == "curve"]
     with plotting.style():
         fig, axes = plotting.plt.subplots(len(acts), len(shots) + 1, figsize=(4.6 * (len(shots) + 1), 3.6 * len(acts)),
                                           squeeze=False)
         for i, act in enumerate(acts):
             for j, s in enumerate(shots):
                 ax = axes[i][j]
-                variants = sorted({(r["method"], r["kink_guard"]) for r in recs
-                                   if r["kind"] == "curve" and r["activation"] == act and r["shots"] == s})
-                for method, guard in variants:
-                    rows = [r for r in recs if r["kind"] == "curve" and (r["activation"], r["shots"], r["method"],
-                                                                          r["kink_guard"]) == (act, s, method, guard)]
+                variants = sorted({(r["method"], r["kink_guard"], r.get("freeze_pattern", False)) for r in curves
+                                   if r["activation"] == act and r["shots"] == s})
+                for method, guard, frozen in variants:
+                    rows = [r for r in curves if _variant(r) == (act, s, method, guard, frozen)]
                     steps = sorted({r["step"] for r in rows})
                     mean = [np.mean([r["accuracy"] for r in rows if r["step"] == t]) for t in steps]
-                    ax.plot(steps, mean, color=plotting.METHOD_COLORS.get(method), linestyle=":" if guard else "-",
-                            label=_label(method, guard))
+                    ax.plot(steps, mean, color=plotting.METHOD_COLORS.get(method), linestyle=_linestyle(guard, frozen),
+                            label=_label(method, guard, frozen))
                 if s in REFERENCE_MAML:
                     ax.axhline(REFERENCE_MAML[s], color="grey", linewidth=0.8, linestyle="--",
-                               label="prototype MAML (DESIGN 4.4)")
+                               label="prototype MAML, test (DESIGN 4.4)")
                 ax.set(title=f"{act.upper()}, 5-way {s}-shot", xlabel="meta-step",
-                       ylabel=f"test accuracy, % ({cfg['curve_episodes']} episodes)")
+                       ylabel=f"validation accuracy, % ({cfg['curve_episodes']} episodes)")
                 ax.legend(loc="best")
             ax = axes[i][-1]
             keys = [k for k in results["summary"]["accuracy"] if k.startswith(f"{act}/")]
@@ -494,48 +659,8 @@ def _plot_accuracy(results, path):
                 ax.errorbar(a["mean"], y, xerr=[[a["mean"] - a["ci_low"]], [a["ci_high"] - a["mean"]]], fmt="o",
                             color=plotting.METHOD_COLORS.get(method), capsize=3)
             ax.set_yticks(range(len(keys)), [k.split("/", 1)[1] for k in keys], fontsize=7)
-            ax.set(title=f"{act.upper()}: final accuracy, 95% interval", xlabel=f"test accuracy, % "
+            ax.set(title=f"{act.upper()}: final test accuracy, 95% interval", xlabel=f"test accuracy, % "
                    f"({cfg['eval_episodes']} episodes x {len(cfg['seeds'])} seeds)")
-        fig.tight_layout()
-        save_figure(fig, path)
-    plotting.close(fig)
-    return path
-
-
-def _plot_fidelity(results, path):
-    cfg = results["config"]
-    rows = [r for r in results["records"] if r.get("kind") == "fidelity"]
-    acts = sorted({r["activation"] for r in rows}) or cfg["activations"]
-    dtypes = cfg["fidelity"]["dtypes"]
-    steps = sorted({r["step"] for r in rows})
-    cmap = plotting.plt.get_cmap("viridis")
-    with plotting.style():
-        fig, axes = plotting.plt.subplots(len(dtypes), len(acts), figsize=(5 * len(acts), 3.8 * len(dtypes)),
-                                          squeeze=False, sharey=True)
-        for i, dt in enumerate(dtypes):
-            for j, act in enumerate(acts):
-                ax = axes[i][j]
-                for k, step in enumerate(steps):
-                    color = cmap(k / max(1, len(steps) - 1))
-                    for method, guard, style in (("fob_symmetric", False, "-"), ("fob_forward", False, "--"),
-                                                 ("fob_symmetric", True, ":")):
-                        if (method, guard) != ("fob_symmetric", False) and step != steps[-1]:
-                            continue
-                        sel = [r for r in rows if (r["activation"], r["dtype"], r["step"], r["method"], r["kink_guard"])
-                               == (act, dt, step, method, guard)]
-                        deltas = sorted({r["delta"] for r in sel})
-                        med = [np.median([r["error"] for r in sel if r["delta"] == d]) for d in deltas]
-                        ax.loglog(deltas, med, style, color=color, marker="o" if style == "-" else None, markersize=3,
-                                  label=f"{_label(method, guard)}, step {step}")
-                    maml = [r["error"] for r in rows if (r["activation"], r["dtype"], r["step"], r["method"])
-                            == (act, dt, step, "maml")]
-                    if dt != "float64" and maml:
-                        ax.axhline(np.median(maml), color=color, linewidth=0.6, alpha=0.6)
-                ax.axvline(cfg["delta"], color="grey", linewidth=0.8, linestyle="--")
-                ax.set(title=f"{act.upper()}, {dt} (thin lines: MAML itself in {dt})",
-                       xlabel="delta (norm of the parameter displacement)",
-                       ylabel="relative error vs float64 MAML (median)")
-                ax.legend(fontsize=6, loc="upper left")
         fig.tight_layout()
         save_figure(fig, path)
     plotting.close(fig)

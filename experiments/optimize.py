@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from fobtheory.progress import track
 
 from fobtheory.estimators import fo_maml, fob_maml, reptile
 from fobtheory.optim import SNGDM, ClippedSGD, NormalizedSGD
@@ -159,7 +159,7 @@ def run(cfg: dict) -> dict:
              for opt in C["optimizers"] for lr in C["lrs"] for seed in seeds]
     cosine = cosine_problem(C, cfg["seed"])
     records = []
-    for family, regime, est, opt, lr, seed in tqdm(jobs, desc="optimize", leave=False):
+    for family, regime, est, opt, lr, seed in track(jobs, desc="optimize", unit="run", leave=False):
         if family == "logistic":
             R = L["regimes"][regime]
             rows = train(problem, est, opt, R["optimizers"][opt], lr=lr, x0=_x0(L["dim"], L["x0_scale"], seed),

@@ -46,8 +46,19 @@ def row_norms(x: Any):
     return np.linalg.norm(np.reshape(x, (x.shape[0], -1)), axis=1).reshape(shape)
 
 
+def is_shape_only(x: Any) -> bool:
+    """True for a tensor without values: torch's ``meta`` device, where operations produce
+    shapes, dtypes and storage sizes without arithmetic (used to measure memory exactly at
+    scale, :func:`fobtheory.memory.peak_bytes`). Checks and branches that read values cannot
+    run on it; the estimators route every such read through this test."""
+    return is_tensor(x) and x.device.type == "meta"
+
+
 def all_finite(x: Any) -> bool:
-    """True when every entry is finite (real and imaginary parts for complex input)."""
+    """True when every entry is finite (real and imaginary parts for complex input); a
+    shape-only tensor has no entries to read and passes."""
+    if is_shape_only(x):
+        return True
     if is_tensor(x):
         import torch
 

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tempfile
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+from . import progress
 
 
 def demo(args) -> int:
@@ -36,19 +40,21 @@ EXPERIMENT_HELP = {
     "bias": "bias rates: error against delta and against solve accuracy (claims 1-2)",
     "smoothness": "(L0, L1)-smoothness of the MAML objective (claim 3)",
     "optimize": "meta-training with each estimator and optimizer (claims 1, 3)",
-    "mnist1d": "few-shot MNIST-1D with CNNs: accuracy and finite-difference fidelity (claim 4)",
+    "mnist1d": "few-shot MNIST-1D with CNNs: accuracy of each method (claim 4)",
+    "fidelity": "MNIST-1D: error tails of the finite differences against MAML, plain, guarded, frozen (claim 4)",
     "memory": "peak memory and time per meta-gradient against width and inner steps (claim 4)",
 }
-TORCH_EXPERIMENTS = ("mnist1d", "memory")
+TORCH_EXPERIMENTS = ("mnist1d", "fidelity", "memory")
 
 
 def experiment(args) -> int:
     from .experiments import execute
 
-    overrides = {key: getattr(args, key) for key in ("methods", "shots", "seeds", "activations")
+    overrides = {key: getattr(args, key) for key in ("methods", "shots", "seeds", "activations", "variants")
                  if getattr(args, key, None) is not None}
-    execute(args.command, quick=args.quick, seed=args.seed, out=args.out,
-            device=resolve_device(getattr(args, "device", "cpu")), overrides=overrides)
+    device = resolve_device(getattr(args, "device", "cpu"))
+    execute(args.command, quick=args.quick, seed=args.seed, out=output_folder(args.out, args.quick), device=device,
+            overrides=overrides)
     return 0
 
 
@@ -62,40 +68,90 @@ def claims(args) -> int:
     print(f"wrote {Path(out, 'CLAIMS.md')}")
     if args.readme:
         changed = ledger.update_readme(args.readme, rows, figure_prefix=f"{Path(out).as_posix()}/")
-        print(f"{'updated' if changed else 'unchanged'}: the claims block of {args.readme}")
+        print(f"{'updated' if changed else 'unchanged'}: the claims and verdicts blocks of {args.readme}")
     return 0
 
 
 def reproduce(args) -> int:
     from .experiments import reproduce as run_all
 
-    run_all(quick=args.quick, seed=args.seed, out=args.out, device=resolve_device(args.device), force=args.force)
+    device = resolve_device(args.device)
+    run_all(quick=args.quick, seed=args.seed, out=output_folder(args.out, args.quick), device=device, force=args.force)
     return 0
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; refuse cuda without a GPU."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` as
+    given. Anything else, or a CUDA device torch does not see, is a ValueError naming --device."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", device):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N (N a GPU index), got {device!r}")
     if device == "cpu":
         return device
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but torch sees no CUDA device; use --device cpu or auto")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device} but torch sees no CUDA device; use --device cpu or auto")
+    count, index = torch.cuda.device_count(), int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise ValueError(f"--device {device} but torch sees {count} CUDA device(s): use cuda:0 to cuda:{count - 1}")
     return device
+
+
+def output_folder(out, quick: bool) -> Path:
+    """The folder an experiment writes to (``--out``, or the default for ``quick``), created
+    and test-written now, so that one that cannot be used is refused before any work."""
+    from .experiments import default_out
+
+    path = Path(out) if out is not None else default_out(quick)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {str(path)!r} is not a writable folder ({err.strerror or err}): "
+                         "give a folder that can be created and written") from None
+    return path
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with each error on one line, ``prog: error: message``, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _progress_flags(p, default):
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_const", const="bar", default=default,
+                       help="progress bars even when the output is not a terminal")
+    group.add_argument("--no-progress", dest="progress", action="store_const", const="off", default=default,
+                       help="no progress output (default: bars on a terminal, one line per finished unit "
+                            "of work otherwise)")
 
 
 def _common(p, device: bool):
     p.add_argument("--quick", action="store_true", help="small configuration for CI (seconds)")
     p.add_argument("--out", default=None, help="output folder (default: figures/, or runs/quick/ with --quick)")
-    p.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="base random seed (default 0)")
     if device:
         p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fobtheory", description=__doc__)
+    parser = Parser(prog="fobtheory", description=__doc__)
+    _progress_flags(parser, "auto")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in EXPERIMENT_HELP.items():
         p = sub.add_parser(name, help=text, description=text)
@@ -107,9 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--shots", nargs="+", type=int, default=None, help="shots per class (default 1 5)")
             p.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds")
             p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
+            p.add_argument("--variants", nargs="+", default=None,
+                           help="plain guard frozen (default all): plain methods, FO-B symmetric with the kink guard, "
+                                "FO-B with frozen activation patterns")
     p = sub.add_parser("claims", help="print the claims ledger of a results folder and write its CLAIMS.md")
     p.add_argument("--out", default=None, help="results folder (default figures/)")
-    p.add_argument("--readme", default=None, help="also rewrite the claims block of this README")
+    p.add_argument("--readme", default=None, help="also rewrite the claims and verdicts blocks of this README")
     p.set_defaults(func=claims)
     p = sub.add_parser("reproduce", help="run every experiment, resuming; then the claims ledger")
     _common(p, device=True)
@@ -120,16 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=10)
     p.add_argument("--inner-steps", type=int, default=1)
     p.set_defaults(func=demo)
+    for p in sub.choices.values():  # the progress flags after the command too; SUPPRESS keeps the global one
+        _progress_flags(p, argparse.SUPPRESS)
     return parser
 
 
 def main(argv=None) -> int:
+    """Run a command; a bad value (ValueError) or a failed read or write (OSError) ends it
+    with one line on stderr and exit status 2 or 1."""
     args = build_parser().parse_args(argv)
+    previous = progress.set_mode(args.progress)
     try:
         return args.func(args)
-    except ValueError as err:
-        print(f"fobtheory {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as err:
+        print(f"fobtheory {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2 if isinstance(err, ValueError) else 1
+    finally:
+        progress.set_mode(previous)
 
 
 if __name__ == "__main__":

@@ -66,23 +66,45 @@ def generate(args: dict) -> dict[str, np.ndarray]:
     return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
 
 
-def load_mnist1d(cache: bool = True, **overrides) -> dict[str, np.ndarray]:
+def load_mnist1d(cache: bool = True, validation_fraction: float = 0.0, validation_seed: int = 0,
+                 **overrides) -> dict[str, np.ndarray]:
     """MNIST-1D arrays ``x, y`` (train split) and ``x_test, y_test``; float32 signals of
-    length ``final_seq_length`` (40 by default) and int64 labels 0..9."""
+    length ``final_seq_length`` (40 by default) and int64 labels 0..9.
+
+    With ``validation_fraction`` f in [0, 1), a seeded hold-out of the train split is
+    returned as ``x_val, y_val`` and removed from ``x, y``: of each class's n_c examples,
+    round(f * n_c) chosen by ``numpy.random.default_rng(validation_seed)`` (stratified, so
+    every class keeps its share). The split does not depend on the cache; f = 0 gives
+    empty ``x_val, y_val`` and the generator's train split unchanged.
+    """
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
     args = dataset_args(**overrides)
     path = cache_dir() / f"mnist1d-{_cache_key(args)}.npz"
     if cache and path.exists():
         with np.load(path) as f:
-            return {k: f[k] for k in f.files}
-    data = generate(args)
-    data = {"x": data["x"].astype(np.float32), "y": data["y"].astype(np.int64),
-            "x_test": data["x_test"].astype(np.float32), "y_test": data["y_test"].astype(np.int64)}
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **data)
-        os.replace(tmp, path)
-    return data
+            data = {k: f[k] for k in f.files}
+    else:
+        data = generate(args)
+        data = {"x": data["x"].astype(np.float32), "y": data["y"].astype(np.int64),
+                "x_test": data["x_test"].astype(np.float32), "y_test": data["y_test"].astype(np.int64)}
+        if cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, **data)
+            os.replace(tmp, path)
+    return _hold_out(data, validation_fraction, validation_seed)
+
+
+def _hold_out(data: dict, fraction: float, seed: int) -> dict:
+    """``data`` with ``x_val, y_val``: round(fraction * n_c) seeded examples of each class c
+    of the train split, removed from ``x, y`` (the rest keep their order)."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(data["y"]), dtype=bool)
+    for c in np.unique(data["y"]):
+        idx = np.flatnonzero(data["y"] == c)
+        held[rng.permutation(idx)[: int(round(fraction * len(idx)))]] = True
+    return dict(data, x=data["x"][~held], y=data["y"][~held], x_val=data["x"][held], y_val=data["y"][held])
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,19 @@ the oracles are vectorised: they take ``(m*B, ...)`` arrays that stack m groups 
 task rows (row ``i*B + b`` belongs to task b) and return the gradients in the same layout.
 Norms, the normalised step, the fixed-point test and the kink guard are then per task, and
 the m points of a stencil go to the oracle in one call.
+
+**Anchored oracles** (piecewise-smooth losses such as ReLU networks). An oracle whose
+signature has a keyword parameter ``anchor`` is called as ``oracle(points, anchor=x_k)`` at
+the points of a stencil around ``x_k`` (and in the perturbed solve); ``anchor`` has the
+shape of x (one row per task, even when the points stack m groups). Such an oracle should
+return the gradient of the smooth piece that contains the anchor (for a network: the
+activation pattern of x_k frozen), so that the difference approximates the one-sided
+Hessian that autograd differentiates instead of a jump across a kink. Other calls, and
+oracles without the parameter, get the plain point.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -54,6 +64,8 @@ class EstimateInfo:
     fixed_point_residual: float = 0.0  # largest final |w_(j+1) - w_j| / |v| over the solves
     kink_retries: int = 0  # (task) steps whose step size the kink guard shrank
     kink_unresolved: int = 0  # (task) steps whose one-sided differences still disagreed
+    kink_suspects: int = 0  # (task) steps whose one-sided differences disagreed by > kink_check
+    unfrozen_kinks: list[str] = field(default_factory=list)  # networks: kinked functions no frozen module covers
 
     @property
     def grad_calls(self) -> int:
@@ -85,6 +97,16 @@ def _check_point(x, batched: bool = False):
     return x
 
 
+def accepts_anchor(oracle: Oracle) -> bool:
+    """Whether ``oracle`` takes the keyword ``anchor`` (see "Anchored oracles" above)."""
+    try:
+        parameters = inspect.signature(oracle).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    p = parameters.get("anchor")
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
 class _Oracles:
     """The two gradient oracles with checks, call counts and the task layout.
 
@@ -95,27 +117,30 @@ class _Oracles:
     def __init__(self, x, inner_grad: Oracle, outer_grad: Oracle, batched: bool, stack: bool = True):
         self.x, self.batched, self.stack = x, batched, stack
         self.oracles = {"inner_grad": inner_grad, "outer_grad": outer_grad}
+        self.anchored = {name: accepts_anchor(fn) for name, fn in self.oracles.items()}
         self.info = EstimateInfo()
 
-    def inner(self, points: list, where: str) -> list:
-        return self._call("inner_grad", points, where)
+    def inner(self, points: list, where: str, anchor=None) -> list:
+        return self._call("inner_grad", points, where, anchor)
 
-    def outer(self, points: list, where: str) -> list:
-        return self._call("outer_grad", points, where)
+    def outer(self, points: list, where: str, anchor=None) -> list:
+        return self._call("outer_grad", points, where, anchor)
 
     def stacks(self, n: int) -> bool:
         """Whether ``n`` points go to the oracle in one stacked call."""
         return self.batched and self.stack and n > 1
 
-    def _call(self, name: str, points: list, where: str) -> list:
-        """Gradients at ``points``: one oracle call per point, or one stacked call per batch."""
+    def _call(self, name: str, points: list, where: str, anchor=None) -> list:
+        """Gradients at ``points``: one oracle call per point, or one stacked call per batch;
+        ``anchor`` goes to the oracle when it accepts one."""
+        kw = {"anchor": anchor} if anchor is not None and self.anchored[name] else {}
         if self.stacks(len(points)):
             stacked = arrays.namespace(points[0]).concatenate(points)
-            return list(self._checked(name, stacked, where).reshape(len(points), *points[0].shape))
-        return [self._checked(name, p, where) for p in points]
+            return list(self._checked(name, stacked, where, kw).reshape(len(points), *points[0].shape))
+        return [self._checked(name, p, where, kw) for p in points]
 
-    def _checked(self, name: str, point, where: str):
-        g = self.oracles[name](point)
+    def _checked(self, name: str, point, where: str, kw: dict):
+        g = self.oracles[name](point, **kw)
         if arrays.is_tensor(point) != arrays.is_tensor(g):
             raise ValueError(f"{name} must return the input's type ({type(point).__name__}), "
                              f"got {type(g).__name__} {where}")
@@ -135,37 +160,64 @@ class _Oracles:
 
     # per-task arithmetic --------------------------------------------------------------------
     def norm(self, a):
+        if not self.batched and arrays.is_shape_only(a):
+            raise ValueError("a shape-only (meta) x needs batched=True: one task's norms are Python floats, "
+                             "read from values; give x a leading task axis of length 1")
         return arrays.row_norms(a) if self.batched else arrays.norm(a)
 
     def where(self, mask, a, b):
         return arrays.namespace(mask).where(mask, a, b) if self.batched else (a if mask else b)
 
+    # Values are read only by the three methods below. On shape-only input (the meta device,
+    # arrays.is_shape_only) there are none: every branch takes its costliest side (all tasks
+    # counted: no early exit, every kink retry, "solve" to max_fixed_point_iters) and checks
+    # that would raise pass, so memory and calls are those of the worst case.
     def count(self, mask) -> int:
+        """How many tasks satisfy ``mask`` (shape-only: all of them)."""
+        if arrays.is_shape_only(self.x):
+            return self.x.shape[0] if self.batched else 1
         return int(mask.sum()) if self.batched else int(bool(mask))
 
+    def fails(self, mask) -> bool:
+        """Whether a check's failure ``mask`` holds for any task (shape-only: never)."""
+        return not arrays.is_shape_only(self.x) and self.count(mask) > 0
+
     def largest(self, values) -> float:
-        """The largest of per-task values (a plain number when the value is shared)."""
+        """The largest of per-task values (a plain number when the value is shared; NaN on
+        shape-only input)."""
+        if arrays.is_shape_only(values):
+            return float("nan")
         return float(values.max()) if hasattr(values, "max") else float(values)
 
 
-def _inner_loop(x, oracles: _Oracles, alpha, steps: int, keep: bool, keep_grads: bool):
-    """Run ``steps`` inner steps from x. Returns the last iterate, and the lists
-    ``[x_0..x_{steps-1}]`` and ``[grad f(x_0)..]`` when ``keep`` / ``keep_grads`` (else empty)."""
-    xs, gs = [], []
-    for k in range(steps):
+def _inner_loop(x, oracles: _Oracles, alpha, steps: int, every: int | None = None, keep_grads: bool = False,
+                first: int = 0):
+    """Run ``steps`` inner steps from ``x = x_first``. Returns the last iterate and the
+    checkpoints ``{k: (x_k, grad f(x_k) if keep_grads else None)}`` for k a multiple of
+    ``every`` (none when ``every`` is None)."""
+    kept = {}
+    for k in range(first, first + steps):
         (g,) = oracles.inner([x], f"at inner step {k}")
-        if keep:
-            xs.append(x)
-        if keep_grads:
-            gs.append(g)
+        if every is not None and k % every == 0:
+            kept[k] = (x, g if keep_grads else None)
         x = x - alpha * g
-    return x, xs, gs
+    return x, kept
 
 
-def _iterate(x0, k: int, oracles: _Oracles, alpha, with_grad: bool):
-    """``x_k`` (and ``grad f(x_k)``) recomputed from x_0: k (+1) gradient calls, no storage."""
-    xk, _, _ = _inner_loop(x0, oracles, alpha, k, keep=False, keep_grads=False)
-    return xk, (oracles.inner([xk], f"at inner step {k} (recomputed)")[0] if with_grad else None)
+def _iterate(x0, kept: dict, k: int, oracles: _Oracles, alpha, with_grad: bool):
+    """``x_k`` (and ``grad f(x_k)`` when ``with_grad``) from the nearest checkpoint s <= k in
+    ``kept`` (else x_0, without its gradient). Gradient calls: ``k - s``, plus one for a
+    wanted ``grad f(x_k)`` when s has no kept gradient. Nothing is stored."""
+    s = max((j for j in kept if j <= k), default=0)
+    xk, gk = kept.get(s, (x0, None))
+    if k > s:
+        if gk is not None:  # the checkpoint's gradient gives its step for free
+            xk, s = xk - alpha * gk, s + 1
+        xk, _ = _inner_loop(xk, oracles, alpha, k - s, first=s)
+        gk = None
+    if with_grad and gk is None:
+        (gk,) = oracles.inner([xk], f"at inner step {k} (recomputed)")
+    return xk, gk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,12 +233,13 @@ class _Solve:
     max_iters: int
 
 
-def _outer_direction(t, xk, v, oracles: _Oracles, alpha, solve: _Solve):
+def _outer_direction(t, xk, v, oracles: _Oracles, alpha, solve: _Solve, outer_anchor=None):
     """The direction ``w`` with ``u(t) = x_k - t w`` the J-th fixed-point iterate.
 
     ``w_0 = v = grad F(phi(x_k))``; ``w_{j+1} = grad F(phi(x_k - t w_j))``, so the residual
     ``|u_{j+1} - u_j| = |t| |w_{j+1} - w_j|``. Raises :class:`FixedPointError` when it stops
-    shrinking above roundoff, or when ``"solve"`` does not reach its tolerance.
+    shrinking above roundoff, or when ``"solve"`` does not reach its tolerance. Anchored
+    oracles get ``x_k`` (inner) and ``outer_anchor = phi(x_k)`` (outer).
     """
     vnorm = oracles.norm(v)
     floor = 64 * arrays.dtype_eps(oracles.x) * vnorm
@@ -195,12 +248,12 @@ def _outer_direction(t, xk, v, oracles: _Oracles, alpha, solve: _Solve):
     while iters < (solve.iters or solve.max_iters):
         where = f"in the perturbed solve (iteration {iters})"
         u = xk - t * w
-        (g,) = oracles.inner([u], where)
-        (w_new,) = oracles.outer([u - alpha * g], where)
+        (g,) = oracles.inner([u], where, anchor=xk)
+        (w_new,) = oracles.outer([u - alpha * g], where, anchor=outer_anchor)
         change = oracles.norm(w_new - w)
         w, iters, residual = w_new, iters + 1, change / vnorm
         growing = (change > floor) & (change >= previous)
-        if oracles.count(growing):
+        if oracles.fails(growing):
             ratio = oracles.largest(oracles.where(growing, change / previous, 0 * change))
             raise FixedPointError(
                 f"the perturbed fixed point u = x - t grad F(phi(u)) diverges (|t| up to "
@@ -212,7 +265,7 @@ def _outer_direction(t, xk, v, oracles: _Oracles, alpha, solve: _Solve):
             break
         previous = change
     else:
-        if solve.iters is None:
+        if solve.iters is None and oracles.fails(change > target):  # true whenever values exist
             raise FixedPointError(
                 f"the perturbed fixed point did not reach fixed_point_tol={solve.tol:g} in "
                 f"max_fixed_point_iters={solve.max_iters} iterations (last |w_(j+1) - w_j| / |v| = "
@@ -234,13 +287,17 @@ def _stencil_step(xk, gk, v, h, stencil, oracles: _Oracles, alpha, solve, k, kee
     only for its own call and the sums accumulate as they go (the peak of one gradient)."""
     moved = stencil.perturbed_offsets
     where = f"at backward step {k}"
-    direction = lambda s: v if solve is None else _outer_direction(s * h, xk, v, oracles, alpha, solve)  # noqa: E731
+    outer_anchor = None
+    if solve is not None and oracles.anchored["outer_grad"]:  # phi(x_k), the outer loss's anchor
+        outer_anchor = xk - alpha * (gk if gk is not None else oracles.inner([xk], where)[0])
+    direction = lambda s: (v if solve is None else  # noqa: E731
+                           _outer_direction(s * h, xk, v, oracles, alpha, solve, outer_anchor))
     if oracles.stacks(len(moved)):
         directions = {s: direction(s) for s in moved}
-        stacked = dict(zip(moved, oracles.inner([xk - (s * h) * directions[s] for s in moved], where)))
+        stacked = dict(zip(moved, oracles.inner([xk - (s * h) * directions[s] for s in moved], where, anchor=xk)))
         at = lambda s: (directions[s], stacked[s])  # noqa: E731
     else:
-        at = lambda s: (w := direction(s), oracles.inner([xk - (s * h) * w], where)[0])  # noqa: E731
+        at = lambda s: (w := direction(s), oracles.inner([xk - (s * h) * w], where, anchor=xk)[0])  # noqa: E731
     directional, total_g, grads = [], None, {}
     for s, c in zip(stencil.offsets, stencil.float_weights):
         if s:
@@ -272,7 +329,7 @@ def _disagreement(grads, gk, oracles: _Oracles):
     return oracles.norm(plus - minus) / oracles.where(mean > 0, mean, 1e-300)
 
 
-def _backward_step(xk, gk, v, delta, scheme, normalize, solve, oracles: _Oracles, alpha, k, kink_tol):
+def _backward_step(xk, gk, v, delta, scheme, normalize, solve, oracles: _Oracles, alpha, k, kink_tol, kink_check):
     """``D(x_k; v)``: the estimate of ``(I - alpha hess f(x_k)) v``."""
     vnorm = oracles.norm(v)
     if not oracles.count(vnorm > 0):
@@ -285,13 +342,18 @@ def _backward_step(xk, gk, v, delta, scheme, normalize, solve, oracles: _Oracles
         (g,) = oracles.inner([xc - t * w], f"at backward step {k}")
         return arrays.real(w) + (alpha / h) * arrays.imag(g)
     stencil = stencil_for(scheme)
-    guard = kink_tol is not None and solve is None and {-1, 1} <= set(stencil.offsets)
-    out, grads = _stencil_step(xk, gk, v, h, stencil, oracles, alpha, solve, k, keep_grads=guard)
+    central = solve is None and {-1, 1} <= set(stencil.offsets)
+    guard, check = central and kink_tol is not None, central and kink_check is not None
+    out, grads = _stencil_step(xk, gk, v, h, stencil, oracles, alpha, solve, k, keep_grads=guard or check)
+    if not (guard or check):
+        return out
+    disagreement = _disagreement(grads, gk, oracles)
+    if check:
+        oracles.info.kink_suspects += oracles.count(disagreement > kink_check)
     if not guard:
         return out
     # kink guard: shrink the step tenfold while the one-sided differences disagree and the
     # disagreement keeps falling; a rising one means roundoff, so the last step is kept
-    disagreement = _disagreement(grads, gk, oracles)
     pending = disagreement > kink_tol
     for _ in range(3):
         if not oracles.count(pending):
@@ -326,7 +388,9 @@ def fob_maml(
     fixed_point_tol: float = 1e-14,
     max_fixed_point_iters: int = 100,
     kink_tol: float | None = None,
+    kink_check: float | None = None,
     store_iterates: bool = True,
+    checkpoint_every: int | None = None,
     batched: bool = False,
     stack_stencil: bool = True,
     return_info: bool = False,
@@ -353,10 +417,23 @@ def fob_maml(
         than ``kink_tol`` times their mean, shrink the step tenfold, up to 3 times, while
         the disagreement falls (a rising one is roundoff: the previous step is kept).
         Counted in ``info.kink_retries`` and ``info.kink_unresolved``.
+    kink_check : if set (same stencils), only count in ``info.kink_suspects`` the (task)
+        steps whose one-sided differences disagree by more than ``kink_check`` times their
+        mean: a kink that an anchored oracle did not freeze, or roundoff. Nothing changes.
     store_iterates : keep ``x_0..x_{K-1}`` (and ``grad f(x_k)`` where a stencil or the guard
         needs it) from the inner loop: K+1 parameter vectors. ``False`` recomputes ``x_k``
-        from x_0 at each backward step instead: memory flat in K for ``K(K+1)/2`` more
-        gradient calls.
+        from x_0 at each backward step instead: memory flat in K for ``K(K-1)/2`` more
+        gradient calls (``K(K+1)/2`` where ``grad f(x_k)`` is needed).
+    checkpoint_every : c >= 1, between the two (with ``store_iterates=True``, the default;
+        ``False`` with c raises): keep ``x_k`` (and ``grad f(x_k)`` where needed) for k = 0,
+        c, 2c, ... only, and at backward step k recompute ``x_k`` from the checkpoint
+        ``s = c floor(k / c)`` below it; each iterate is recomputed from its checkpoint and
+        none is kept, so memory holds ``ceil(K / c)`` iterates (x_0 is the input) for
+        ``sum_{k<K} (k mod c) = q c(c-1)/2 + r(r-1)/2`` more gradient calls (K = q c + r).
+        (Recomputing a segment once and keeping it would save calls, ``K - ceil(K/c)`` in all,
+        but hold c more vectors: memory is what this option buys.) c = 1 is
+        ``store_iterates=True``; c >= K keeps x_0 only. The estimate is bit-identical to
+        ``store_iterates=True`` for every c.
     batched : x holds one task per row of its leading axis; the oracles are vectorised (see
         the module docstring).
     stack_stencil : with ``batched``, evaluate the points of a stencil in one oracle call
@@ -376,16 +453,25 @@ def fob_maml(
         solve = None if J == 1 else _Solve(J, 0.0, J)
     if kink_tol is not None:
         kink_tol = positive("kink_tol", kink_tol)
+    if kink_check is not None:
+        kink_check = positive("kink_check", kink_check)
+    if checkpoint_every is not None:
+        checkpoint_every = integer("checkpoint_every", checkpoint_every)
+        if not store_iterates:
+            raise ValueError("checkpoint_every keeps every c-th iterate and store_iterates=False none: pass one "
+                             "of them (checkpoint_every >= inner_steps keeps x_0 only)")
+    every = checkpoint_every or (1 if store_iterates else None)  # None: recompute from x_0
     oracles = _Oracles(x, inner_grad, outer_grad, batched, stack_stencil)
     # grad f(x_k) is needed by one-sided stencils (offset 0) and by the kink guard
-    base = scheme != "complex" and (0 in stencil_for(scheme).offsets or kink_tol is not None)
-    xK, xs, gs = _inner_loop(x, oracles, alpha, inner_steps, keep=store_iterates, keep_grads=store_iterates and base)
+    base = scheme != "complex" and (0 in stencil_for(scheme).offsets or kink_tol is not None or kink_check is not None)
+    xK, kept = _inner_loop(x, oracles, alpha, inner_steps, every=every, keep_grads=base)
     (v,) = oracles.outer([xK], f"at x_K (K={inner_steps})")
     del xK  # the backward pass needs x_0..x_{K-1} only
     for k in reversed(range(inner_steps)):
-        xk, gk = (xs[k], gs[k] if base else None) if store_iterates else _iterate(x, k, oracles, alpha, base)
+        xk, gk = _iterate(x, kept, k, oracles, alpha, base)
         step_solve = solve if k == inner_steps - 1 else None
-        v = _backward_step(xk, gk, v, delta, scheme, normalize, step_solve, oracles, alpha, k, kink_tol)
+        v = _backward_step(xk, gk, v, delta, scheme, normalize, step_solve, oracles, alpha, k, kink_tol, kink_check)
+        kept.pop(k, None)  # a checkpoint is not needed below its own step
     return (v, oracles.info) if return_info else v
 
 
@@ -396,7 +482,7 @@ def fo_maml(x, inner_grad: Oracle, outer_grad: Oracle, *, alpha: float, inner_st
     alpha = positive("alpha", alpha)
     inner_steps = integer("inner_steps", inner_steps)
     oracles = _Oracles(x, inner_grad, outer_grad, batched)
-    xK, _, _ = _inner_loop(x, oracles, alpha, inner_steps, keep=False, keep_grads=False)
+    xK, _ = _inner_loop(x, oracles, alpha, inner_steps)
     (g,) = oracles.outer([xK], f"at x_K (K={inner_steps})")
     return (g, oracles.info) if return_info else g
 

@@ -1,8 +1,9 @@
-"""The claims ledger: every claim of every results file, as a terminal table and as Markdown.
+"""The claims ledger: every claim of every results file, as a terminal table and as Markdown,
+and the verdict on each of the paper's four claims, computed from the claims that decide it.
 
-``figures/CLAIMS.md`` and the block of README.md between the ``claims`` markers are both
-generated from the results files here, never typed by hand, so that the verdicts shown
-are the ones the data gave.
+``figures/CLAIMS.md`` and the blocks of README.md between the ``claims`` and ``verdicts``
+markers are generated from the results files here, never typed by hand, so that the
+verdicts shown are the ones the data gave.
 """
 from __future__ import annotations
 
@@ -13,7 +14,34 @@ from pathlib import Path
 from .results import load_results
 
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
+VERDICTS_START, VERDICTS_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 MARK = {"confirmed": "confirmed", "refuted": "**refuted**", "inconclusive": "*inconclusive*"}
+
+# The paper's four claims (its abstract) and the ledger claims that decide each one, as
+# (claim id, label, pattern): the pattern's group picks the deciding number out of that
+# claim's `measured` text (no match: its first clause). A paper claim is refuted if one of
+# its deciding claims is, confirmed if all of them are, inconclusive otherwise; ids that are
+# not in the results do not count, and the summary names them.
+PAPER_CLAIMS = (
+    {"claim": "1. Convergence",
+     "statement": "FO-B-MAML converges to a stationary point; FO-MAML and Reptile keep a bias",
+     "deciding": (("fob_below_plateau_full", "final |grad Phi| (SGD, full batch):", r"sgd: ([^;]*)"),
+                  ("baselines_irreducible", "error of FO-MAML (logistic, K=1):", r"logistic K=1 fo_maml: ([^;]*)"))},
+    {"claim": "2. Bias rates", "statement": "bias O(delta) forward, O(delta^(2/3)) symmetric (read: O(eps^(2/3)))",
+     "deciding": (("forward_rate", "forward slope in delta (logistic):", r"logistic forward J=1 K=1: ([^;]*)"),
+                  ("eps_rates", "symmetric slope in eps (logistic, 2/3 expected):",
+                   r"logistic symmetric: best ([^]]*\])"))},
+    {"claim": "3. Smoothness", "statement": "Phi is (L0, L1)-smooth, not L-smooth; normalized methods are favoured",
+     "deciding": (("L1_positive_cosine", "cosine task, fitted L1 =", r"L1 = ([^;]*\))"),
+                  ("hess_unbounded_cosine", "cosine task, sup |hess Phi| grows", r"grows (\S+)"),
+                  ("sngdm_where_sgd_fails", "at lr 10, SGD / SNGDM:", r"10\.0: ([^,;]*)"))},
+    {"claim": "4. Practice", "statement": "on MNIST-1D FO-B-MAML tracks MAML's accuracy with a flat memory footprint",
+     "deciding": (("fob_tracks_maml_gelu", "GELU 5-shot, FO-B - MAML:", r"5-shot: ([^;]*)"),
+                  ("fob_tracks_maml_relu", "ReLU 5-shot, FO-B - MAML:", r"5-shot: ([^;]*)"),
+                  ("fob_frozen_tracks_maml_relu", "ReLU 5-shot, frozen FO-B - MAML:", r"5-shot: ([^;]*)"),
+                  ("fob_memory_flat_in_K_lean", "FO-B (lean) peak(K=10) / peak(K=1):", r"worst ([^ ;]*)"),
+                  ("maml_memory_grows", "MAML peak(K=10) / peak(K=1):", r"least growth ([^ ;]*)"))},
+)
 
 
 def collect(folder) -> list[dict]:
@@ -35,10 +63,44 @@ def collect(folder) -> list[dict]:
     return rows
 
 
+def _excerpt(measured: str, pattern: str) -> str:
+    match = re.search(pattern, measured)
+    return match.group(1) if match else measured.split(";")[0]
+
+
+def paper_verdicts(rows: list[dict]) -> list[dict]:
+    """Each of :data:`PAPER_CLAIMS` with its verdict, the deciding numbers of its deciding
+    claims present in ``rows`` (``id``, ``verdict``, ``text``) and the ``missing`` ids."""
+    by_id = {r["id"]: r for r in rows}
+    out = []
+    for paper in PAPER_CLAIMS:
+        numbers = [{"id": i, "verdict": by_id[i]["verdict"],
+                    "text": f"{label} {_excerpt(by_id[i]['measured'], pattern)}"}
+                   for i, label, pattern in paper["deciding"] if i in by_id]
+        verdicts = [n["verdict"] for n in numbers]
+        verdict = ("refuted" if "refuted" in verdicts else
+                   "confirmed" if verdicts and set(verdicts) == {"confirmed"} else "inconclusive")
+        out.append(dict(paper, verdict=verdict, numbers=numbers,
+                        missing=[i for i, _, _ in paper["deciding"] if i not in by_id]))
+    return out
+
+
+def verdicts_markdown(rows: list[dict]) -> str:
+    """The paper's claims as a Markdown table: verdict and deciding numbers."""
+    out = ["| paper claim | verdict | deciding numbers (claim id, its verdict) |", "|---|---|---|"]
+    for p in paper_verdicts(rows):
+        cells = [f"{n['text']} (`{n['id']}`, {n['verdict']})" for n in p["numbers"]]
+        if p["missing"]:
+            cells.append("not in these results, not counted: " + ", ".join(f"`{i}`" for i in p["missing"]))
+        out.append(f"| **{p['claim']}**: {_cell(p['statement'])} | {MARK[p['verdict']]} | {_cell('; '.join(cells))} |")
+    return "\n".join(out)
+
+
 def table(rows: list[dict], width: int = 150) -> str:
-    """A plain-text table for the terminal."""
+    """A plain-text table for the terminal: the paper's claims, then every claim."""
     counts = {v: sum(r["verdict"] == v for r in rows) for v in MARK}
-    lines = [f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items())]
+    lines = [f"[{p['verdict']:>12}] paper claim {p['claim']}: {p['statement']}" for p in paper_verdicts(rows)]
+    lines.append(f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     for r in rows:
         head = f"[{r['verdict']:>12}] {r['experiment']}/{r['id']}"
         lines.append(head)
@@ -83,27 +145,35 @@ def markdown(rows: list[dict], figure_prefix: str = "") -> str:
 
 def claims_file(rows: list[dict]) -> str:
     return ("# Claims ledger\n\nGenerated by `fobtheory claims` from the results files in this folder; "
-            "each verdict is computed from the measured numbers.\n\n" + markdown(rows) + "\n")
+            "each verdict is computed from the measured numbers.\n\n## The paper's claims\n\n"
+            + verdicts_markdown(rows) + "\n\n## Every claim\n\n" + markdown(rows) + "\n")
+
+
+def _fill(text: str, start: str, end: str, body: str) -> str:
+    return re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}", text, flags=re.S)
 
 
 def update_readme(readme, rows: list[dict], figure_prefix: str = "figures/") -> bool:
-    """Replace the block between the claims markers of ``readme`` with the ledger; True if
-    the file changed."""
+    """Replace the block between the claims markers of ``readme`` with the ledger, and the
+    block between the verdicts markers (if any) with :func:`verdicts_markdown`; True if the
+    file changed."""
     readme = Path(readme)
     text = readme.read_text()
     if START not in text or END not in text:
         raise ValueError(f"{readme} has no {START} ... {END} block to fill")
-    block = f"{START}\n{markdown(rows, figure_prefix)}\n{END}"
-    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    new = _fill(text, START, END, markdown(rows, figure_prefix))
+    if VERDICTS_START in new and VERDICTS_END in new:
+        new = _fill(new, VERDICTS_START, VERDICTS_END, verdicts_markdown(rows))
     if new != text:
         readme.write_text(new)
     return new != text
 
 
-def readme_block(readme) -> str:
-    """The current claims block of ``readme`` (between the markers, exclusive)."""
+def readme_block(readme, start: str = START, end: str = END) -> str:
+    """The current block of ``readme`` between two markers (exclusive); the claims block by
+    default."""
     text = Path(readme).read_text()
-    match = re.search(re.escape(START) + r"\n(.*?)\n" + re.escape(END), text, flags=re.S)
+    match = re.search(re.escape(start) + r"\n(.*?)\n" + re.escape(end), text, flags=re.S)
     if not match:
-        raise ValueError(f"{readme} has no {START} ... {END} block")
+        raise ValueError(f"{readme} has no {start} ... {end} block")
     return match.group(1)

@@ -13,9 +13,14 @@ inside it, or from the start if passed to the constructor.
 
 On CUDA, :func:`measure` also reports ``torch.cuda.max_memory_allocated`` (which includes
 the caching allocator's 512-byte rounding).
+
+Storages on torch's ``meta`` device (shapes without values) count like any other: the same
+program run on shape-only tensors gives the same reading without arithmetic, which
+:func:`peak_bytes` uses to measure configurations far beyond this machine's memory.
 """
 from __future__ import annotations
 
+import copy
 import gc
 import time
 import weakref
@@ -50,7 +55,7 @@ class PeakMemory(TorchDispatchMode):
         return out
 
     def _track(self, t):
-        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+        if not isinstance(t, torch.Tensor):
             return
         if self.device is not None and t.device.type != self.device:
             return
@@ -120,3 +125,35 @@ def wall_time(fn, device: str = "cpu") -> float:
     if cuda:
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
+
+
+def peak_bytes(model, supports, queries, *, method: str, alpha: float, inner_steps: int = 1,
+               device: str = "meta", **options) -> int:
+    """The meter's peak (bytes) for one :func:`fobtheory.nn.meta_gradient_batch` call with
+    the model and the data on ``device``; ``options`` go to it (``delta``, ``store_iterates``,
+    ``stack_stencil``, ``kink_tol``, ...). Parameters and data count from the start.
+
+    ``device="meta"`` is shape-only: no arithmetic, so any size runs in seconds, and the
+    reading equals the CPU meter's wherever the program does not branch on values. FO-B's
+    value-dependent branches take their costliest side there (see
+    ``fobtheory.estimators._Oracles``): with ``kink_tol`` every step retries three times (the
+    guard's worst case, an upper bound; equal to the CPU peak once a retry happens), with
+    ``fixed_point_iters="solve"`` every solve runs ``max_fixed_point_iters`` iterations (the
+    peak does not grow after the second). A model on another device is copied, not moved.
+    On a real device one call runs first, unmetered, as in the memory experiment: first-call
+    caches are not the method's memory.
+    """
+    from .nn import meta_gradient_batch
+
+    device = torch.device(device)
+    if any(p.device != device for p in model.parameters()):
+        model = copy.deepcopy(model).to(device)
+    supports, queries = (tuple(t.to(device) for t in pair) for pair in (supports, queries))
+
+    def call():
+        return meta_gradient_batch(model, supports, queries, method=method, alpha=alpha, inner_steps=inner_steps,
+                                   **options)
+
+    if device.type != "meta":
+        call()
+    return measure(call, *model.parameters(), *supports, *queries, device=str(device)).peak_bytes

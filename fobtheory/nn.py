@@ -11,9 +11,14 @@ and over the points of a stencil; each call builds and frees one forward graph, 
 activation is kept across inner steps. ``maml`` differentiates through the K inner steps
 (double backward): the second-order reference, whose graph holds the activations of every
 step.
+
+With ``freeze_pattern=True`` the inner oracle is anchored (:mod:`fobtheory.estimators`): at
+the points of a stencil around ``x_k`` it evaluates the gradient with the activation pattern
+of ``x_k`` (:mod:`fobtheory.patterns`), recorded by one extra forward pass per backward step.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -23,9 +28,10 @@ from torch.func import functional_call, grad, vmap
 
 from . import estimators
 from .checks import integer, positive
+from .patterns import PatternHooks
 
 METHODS = ("maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric")
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "softplus": nn.Softplus, "tanh": nn.Tanh}
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "softplus": nn.Softplus, "tanh": nn.Tanh}
 
 
 class CNN1D(nn.Module):
@@ -82,92 +88,210 @@ def unflatten(theta: torch.Tensor, spec) -> dict[str, torch.Tensor]:
     return out
 
 
-def stacked_loss_gradient(model: nn.Module, data, loss: Callable = F.cross_entropy) -> Callable:
-    """The vectorised oracle of a batch of B tasks with data ``(X, Y)``, ``X`` of shape
-    ``(B, n, ...)``: rows ``(m*B, P)`` of flat parameters -> their loss gradients, row
-    ``i*B + b`` on task b's data (the layout of ``fobtheory.estimators``' ``batched=True``).
-    One ``vmap``-ed call evaluates all rows; no graph outlives the call."""
+def _repeat(t: torch.Tensor, m: int) -> torch.Tensor:
+    """m copies of t stacked on its leading axis (the rows of m groups of B tasks)."""
+    return t.repeat(m, *[1] * (t.ndim - 1))
+
+
+def _leaves(theta: torch.Tensor, spec) -> dict[str, torch.Tensor]:
+    """The parameters in ``theta`` as separate leaf tensors that require grad."""
+    return {name: t.detach().requires_grad_(True) for name, t in unflatten(theta, spec).items()}
+
+
+def _autograd(fn: Callable, spec) -> Callable:
+    """``theta -> grad_theta fn(parameters(theta), *args)`` by ``torch.autograd`` on one leaf
+    per parameter, as a plain training loop does (for one task: functorch's wrapping and
+    the flat vector's views cost more than they save without ``vmap``)."""
+    def gradient(theta, *args):
+        params = _leaves(theta, spec)
+        return flatten(dict(zip(params, torch.autograd.grad(fn(params, *args), list(params.values())))))
+    return gradient
+
+
+def _lift(spec, batched: bool) -> Callable:
+    """``fn(parameters, *args) -> loss`` to its gradient oracle on flat parameters: ``vmap``
+    of ``torch.func.grad`` over rows, or :func:`_autograd` for one task."""
+    if not batched:
+        return lambda fn: _autograd(fn, spec)
+    return lambda fn: vmap(grad(lambda theta, *args: fn(unflatten(theta, spec), *args)))
+
+
+def loss_gradient(model: nn.Module, data, loss: Callable = F.cross_entropy, *, hooks: PatternHooks | None = None,
+                  batched: bool = True) -> Callable:
+    """The gradient oracle ``theta -> grad_theta loss(model(theta; X), Y)`` of ``data = (X, Y)``.
+
+    ``batched=True``: B tasks, X of shape ``(B, n, ...)``; rows ``(m*B, P)`` of flat
+    parameters -> their gradients, row ``i*B + b`` on task b's data (the layout of
+    ``fobtheory.estimators``' ``batched=True``), in one ``vmap``-ed call. ``batched=False``:
+    one task, X of shape ``(n, ...)``, theta of shape ``(P,)``, plain ``torch.autograd``
+    (no ``vmap``: for one task it only costs). No graph outlives a call.
+
+    With ``hooks`` (registered on ``model``) the oracle is anchored: ``oracle(theta,
+    anchor=A)``, A of shape (B, P) (or (P,)), evaluates row ``i*B + b`` with the activation
+    pattern that task b's data has at ``A[b]`` (one forward pass records it)."""
     X, Y = data
     spec = parameter_spec(model)
+    gradient = _lift(spec, batched)
 
-    def task_loss(theta, x, y):
-        return loss(functional_call(model, unflatten(theta, spec), (x,)), y)
+    def task_loss(params, x, y):
+        return loss(functional_call(model, params, (x,)), y)
 
-    per_row = vmap(grad(task_loss))
+    def rows(t, thetas):
+        """The data (or patterns) of every row of ``thetas``."""
+        return _repeat(t, thetas.shape[0] // X.shape[0]) if batched else t
+
+    per_row = gradient(task_loss)
 
     def oracle(thetas: torch.Tensor) -> torch.Tensor:
-        m = thetas.shape[0] // X.shape[0]
         with torch.enable_grad():
-            return per_row(thetas.detach(), X.repeat(m, *[1] * (X.ndim - 1)), Y.repeat(m, *[1] * (Y.ndim - 1)))
+            return per_row(thetas.detach(), rows(X, thetas), rows(Y, thetas))
 
-    return oracle
+    if hooks is None or not hooks.modules:
+        return oracle
+
+    def record(theta, x):
+        with hooks.recording() as patterns:
+            functional_call(model, unflatten(theta, spec), (x,))
+        return tuple(patterns)
+
+    def frozen_loss(params, x, y, patterns):
+        with hooks.replaying(patterns):
+            return task_loss(params, x, y)
+
+    record_rows, per_row_frozen = (vmap(record) if batched else record), gradient(frozen_loss)
+
+    def anchored(thetas: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
+        if anchor is None:
+            return oracle(thetas)
+        with torch.no_grad():
+            patterns = record_rows(anchor.detach(), X)
+        with torch.enable_grad():
+            return per_row_frozen(thetas.detach(), rows(X, thetas), rows(Y, thetas),
+                                  tuple(rows(p, thetas) for p in patterns))
+
+    return anchored
 
 
 # ---------------------------------------------------------------------------------------------
 # meta-gradients
 
 
-def _maml(model, supports, queries, alpha, inner_steps, loss, thetas):
+def _maml(model, supports, queries, alpha, inner_steps, loss, thetas, batched: bool):
     """Second-order MAML: ``grad`` through the K inner ``grad`` steps (torch.func composes
-    them into double backward, as ``create_graph=True`` does), ``vmap``-ed over tasks."""
+    them into double backward, as ``create_graph=True`` does), ``vmap``-ed over tasks; one
+    task by ``torch.autograd`` with ``create_graph=True``."""
     spec = parameter_spec(model)
 
-    def task_loss(theta, x, y):
-        return loss(functional_call(model, unflatten(theta, spec), (x,)), y)
+    def task_loss(params, x, y):
+        return loss(functional_call(model, params, (x,)), y)
 
-    def objective(theta, xs, ys, xq, yq):
+    def objective(params, xs, ys, xq, yq):
         for _ in range(inner_steps):
-            theta = theta - alpha * grad(task_loss)(theta, xs, ys)
-        return task_loss(theta, xq, yq)
+            if batched:
+                g = grad(task_loss)(params, xs, ys)
+            else:
+                g = dict(zip(params, torch.autograd.grad(task_loss(params, xs, ys), list(params.values()),
+                                                         create_graph=True)))
+            params = {n: w - alpha * g[n] for n, w in params.items()}
+        return task_loss(params, xq, yq)
 
     with torch.enable_grad():
-        return vmap(grad(objective))(thetas, supports[0], supports[1], queries[0], queries[1])
+        return _lift(spec, batched)(objective)(thetas, *supports, *queries)
+
+
+# the options of the FO-B estimators that :func:`meta_gradient_batch` passes on
+OPTIONS = ("normalize", "kink_tol", "store_iterates", "stack_stencil", "freeze_pattern", "kink_check", "checkpoint_every")
+
+
+def _check_method(method: str, options: dict, alpha, inner_steps):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}: the options are {list(OPTIONS)}")
+    freeze_pattern = options.get("freeze_pattern", False)
+    if freeze_pattern and not method.startswith("fob_"):
+        raise ValueError(f"freeze_pattern=True applies to fob_forward and fob_symmetric only, got method={method!r}: "
+                         "it freezes the activation pattern at the points of a finite-difference stencil, and "
+                         f"{method} {'differentiates through the pattern already' if method == 'maml' else 'has no stencil'}")
+    positive("alpha", alpha)
+    integer("inner_steps", inner_steps)
+
+
+def _meta_gradient(model, supports, queries, thetas, *, batched: bool, method: str, alpha: float, inner_steps: int,
+                   delta: float, loss: Callable, normalize: bool = True, kink_tol: float | None = None,
+                   store_iterates: bool = True, stack_stencil: bool = True, freeze_pattern: bool = False,
+                   kink_check: float | None = None, checkpoint_every: int | None = None):
+    """``(flat meta-gradients, EstimateInfo or None)`` at ``thetas``: one row per task when
+    ``batched``, else one task (see :func:`meta_gradient_batch` for the options)."""
+    if method == "maml":
+        return _maml(model, supports, queries, alpha, inner_steps, loss, thetas, batched), None
+    with PatternHooks(model if freeze_pattern else nn.Module()) as hooks:
+        inner = loss_gradient(model, supports, loss, hooks=hooks, batched=batched)
+        outer = loss_gradient(model, queries, loss, batched=batched)
+        common = dict(alpha=alpha, inner_steps=inner_steps, batched=batched, return_info=True)
+        if method == "fo_maml":
+            return estimators.fo_maml(thetas, inner, outer, **common)
+        if method == "reptile":
+            return estimators.reptile(thetas, inner, outer, **common)
+        first = supports[0][0] if batched else supports[0]
+        unfrozen = hooks.find_unfrozen(lambda: model(first)) if freeze_pattern else []
+        g, info = estimators.fob_maml(thetas, inner, outer, delta=delta, normalize=normalize, kink_tol=kink_tol,
+                                      kink_check=kink_check, store_iterates=store_iterates,
+                                      stack_stencil=stack_stencil, checkpoint_every=checkpoint_every,
+                                      scheme=method.removeprefix("fob_"), **common)
+    info.unfrozen_kinks = unfrozen
+    if unfrozen:
+        warnings.warn(f"freeze_pattern=True froze the kinks of {len(hooks.modules)} modules, but the forward also "
+                      f"calls {', '.join(unfrozen)} outside them: those kinks are not frozen (use nn.ReLU, "
+                      "nn.LeakyReLU, nn.ReLU6, nn.Hardtanh, nn.PReLU or nn.MaxPool1d/2d modules)", stacklevel=3)
+    return g, info
+
+
+def _split(g: torch.Tensor, spec) -> dict[str, torch.Tensor]:
+    """Flat gradients (leading task axis or not) as ``{parameter name: gradient}``."""
+    lead = g.shape[:-1]
+    return {name: view.reshape(*lead, *shape) for (name, shape), view in
+            zip(spec, torch.split(g, [shape.numel() for _, shape in spec], dim=-1))}
 
 
 def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alpha: float, inner_steps: int = 1,
-                        delta: float = 1e-3, loss: Callable = F.cross_entropy, normalize: bool = True,
-                        kink_tol: float | None = None, store_iterates: bool = True, stack_stencil: bool = True,
-                        return_info: bool = False):
+                        delta: float = 1e-3, loss: Callable = F.cross_entropy, return_info: bool = False,
+                        **options):
     """Meta-gradients of B tasks at once.
 
     ``supports = (X, Y)`` with X of shape (B, n, ...), likewise ``queries``. ``method`` is one
     of :data:`METHODS`: ``maml`` (second order, differentiating through the inner loop),
     ``fo_maml``, ``reptile``, ``fob_forward``, ``fob_symmetric`` (gradients only, by
-    :func:`fobtheory.estimators.fob_maml` on the flat parameters). FO-B options: ``delta``
-    (with ``normalize=True`` the parameter displacement has norm delta), the kink guard
+    :func:`fobtheory.estimators.fob_maml` on the flat parameters). FO-B ``options``:
+    ``normalize=True`` (the parameter displacement has norm delta), the kink guard
     ``kink_tol``, ``store_iterates`` (``False``: recompute the inner iterates, memory flat
-    in K) and ``stack_stencil`` (``False``: one oracle call per stencil point, the peak
-    memory of a single gradient, slower).
+    in K), ``checkpoint_every=c`` (keep every c-th iterate, recompute the others from it),
+    ``stack_stencil`` (``False``: one oracle call per stencil point, the peak memory of a
+    single gradient, slower), ``freeze_pattern`` and ``kink_check``.
+
+    ``freeze_pattern=True`` (FO-B methods only) evaluates the stencil gradients around
+    ``x_k`` with the activation pattern of ``x_k`` for the kinked modules of
+    :mod:`fobtheory.patterns` (ReLU, LeakyReLU, ReLU6, Hardtanh, PReLU, MaxPool1d/2d): the
+    finite difference of the smooth piece that autograd differentiates, O(delta^2) even
+    where a step would cross a kink. Kinks it cannot freeze (``F.relu`` in a forward,
+    ``torch.abs``, ``x.clamp()``, ...) are named in ``info.unfrozen_kinks``, with a warning;
+    ``kink_check=c`` also counts in ``info.kink_suspects`` the task-steps whose one-sided
+    differences disagree by more than the fraction c (see ``fobtheory.estimators.fob_maml``;
+    it keeps ``grad f(x_k)``: K more parameter vectors with stored iterates).
 
     Returns ``{parameter name: (B, *shape) tensor}``, row b the meta-gradient of task b,
     and with ``return_info`` the estimator's ``EstimateInfo`` (``None`` for maml).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    positive("alpha", alpha)
-    integer("inner_steps", inner_steps)
+    _check_method(method, options, alpha, inner_steps)
     B = supports[0].shape[0]
     if not (supports[1].shape[0] == queries[0].shape[0] == queries[1].shape[0] == B):
         raise ValueError(f"supports and queries must hold the same number of tasks, got shapes "
                          f"{[tuple(t.shape) for t in (*supports, *queries)]}")
-    spec = parameter_spec(model)
     thetas = flatten({n: p.detach() for n, p in model.named_parameters()}).expand(B, -1)
-    info = None
-    if method == "maml":
-        g = _maml(model, supports, queries, alpha, inner_steps, loss, thetas)
-    else:
-        inner, outer = stacked_loss_gradient(model, supports, loss), stacked_loss_gradient(model, queries, loss)
-        common = dict(alpha=alpha, inner_steps=inner_steps, batched=True, return_info=True)
-        if method == "fo_maml":
-            g, info = estimators.fo_maml(thetas, inner, outer, **common)
-        elif method == "reptile":
-            g, info = estimators.reptile(thetas, inner, outer, **common)
-        else:
-            g, info = estimators.fob_maml(thetas, inner, outer, delta=delta, normalize=normalize, kink_tol=kink_tol,
-                                          store_iterates=store_iterates, stack_stencil=stack_stencil,
-                                          scheme=method.removeprefix("fob_"), **common)
-    out = {name: view.reshape(B, *shape) for (name, shape), view in
-           zip(spec, torch.split(g, [shape.numel() for _, shape in spec], dim=1))}
+    g, info = _meta_gradient(model, supports, queries, thetas, batched=True, method=method, alpha=alpha,
+                             inner_steps=inner_steps, delta=delta, loss=loss, **options)
+    out = _split(g, parameter_spec(model))
     return (out, info) if return_info else out
 
 
@@ -175,15 +299,16 @@ def meta_gradient(model: nn.Module, support, query, *, method: str, alpha: float
                   delta: float = 1e-3, loss: Callable = F.cross_entropy, return_info: bool = False, **options):
     """The meta-gradient of ``loss(model(phi^K(theta); x_query), y_query)`` for one task.
 
-    ``support`` and ``query`` are ``(x, y)`` pairs. Methods and ``options`` (``normalize``,
-    ``kink_tol``, ``store_iterates``, ``stack_stencil``) are those of
-    :func:`meta_gradient_batch`. Returns ``{parameter name: gradient}`` (and the
-    ``EstimateInfo``, ``None`` for maml, with ``return_info``).
+    ``support`` and ``query`` are ``(x, y)`` pairs. Methods and ``options`` are those of
+    :func:`meta_gradient_batch`; one task runs without ``vmap``, as fast as a plain
+    autograd loop. Returns ``{parameter name: gradient}`` (and the ``EstimateInfo``,
+    ``None`` for maml, with ``return_info``).
     """
-    batch = lambda pair: tuple(t.unsqueeze(0) for t in pair)  # noqa: E731
-    grads, info = meta_gradient_batch(model, batch(support), batch(query), method=method, alpha=alpha,
-                                      inner_steps=inner_steps, delta=delta, loss=loss, return_info=True, **options)
-    grads = {name: g[0] for name, g in grads.items()}
+    _check_method(method, options, alpha, inner_steps)
+    theta = flatten({n: p.detach() for n, p in model.named_parameters()})
+    g, info = _meta_gradient(model, tuple(support), tuple(query), theta, batched=False, method=method, alpha=alpha,
+                             inner_steps=inner_steps, delta=delta, loss=loss, **options)
+    grads = _split(g, parameter_spec(model))
     return (grads, info) if return_info else grads
 
 
@@ -192,7 +317,7 @@ def adapted_accuracy(model: nn.Module, supports, queries, *, alpha: float, inner
     """Query accuracy of each of B tasks after K inner gradient steps on its support set
     (``supports``, ``queries`` batched as in :func:`meta_gradient_batch`); shape (B,)."""
     spec = parameter_spec(model)
-    inner = stacked_loss_gradient(model, supports, loss)
+    inner = loss_gradient(model, supports, loss)
     thetas = flatten({n: p.detach() for n, p in model.named_parameters()}).expand(supports[0].shape[0], -1)
     for _ in range(integer("inner_steps", inner_steps)):
         thetas = thetas - positive("alpha", alpha) * inner(thetas)

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import arrays
 from .checks import integer, positive
+from .estimators import accepts_anchor
 
 # ---------------------------------------------------------------------------------------------
 # validation helpers
@@ -399,6 +400,132 @@ class CosineTask(MetaTask):
 
 
 # ---------------------------------------------------------------------------------------------
+# a piecewise-smooth task: regression through a ReLU
+
+
+def _logcosh(t):
+    """``log cosh t`` for real t, stable: ``|t| + log1p(exp(-2|t|)) - log 2``."""
+    a = np.abs(t)
+    return a + np.log1p(np.exp(-2 * a)) - math.log(2)
+
+
+class ReluRegressionTask(MetaTask):
+    """Regression through a ReLU, a piecewise-smooth task with kinks at ``z_j.w = 0``.
+
+    ``f(w) = mean_j logcosh(relu(z_j.w) - t_j) + reg |w|^2 / 2`` on the support set ``(Z, t)``
+    and F the same loss on the query set. Where the pattern ``m_j = 1[z_j.w > 0]`` is
+    constant f equals the smooth ``f_m`` (relu(s) replaced by m s); with ``r_j = m_j z_j.w - t_j``
+
+        grad f_m = mean_j m_j tanh(r_j) z_j + reg w
+        hess f_m = mean_j m_j sech^2(r_j) z_j z_j^T + reg I
+        D3f_m[v] = -2 mean_j m_j sech^2(r_j) tanh(r_j) (z_j.v) z_j z_j^T
+
+    so the closed forms of :class:`MetaTask` hold almost everywhere, with the pattern of each
+    iterate (as autograd's meta-gradient of a ReLU network). The gradient jumps by
+    ``-tanh(t_j) z_j / n`` across a kink. The oracles are anchored (see
+    :mod:`fobtheory.estimators`): ``inner_grad(w, anchor=a)`` is ``grad f_m(w)`` with the
+    pattern m of a. Constants (of the pieces): ``L = lambda_max(Z^T Z / n) + reg``,
+    ``rho = 4 / (3 sqrt 3) max_j |z_j| lambda_max(Z^T Z / n)``.
+    """
+
+    def __init__(self, Z, t, Zq, tq, *, alpha: float, reg: float = 0.1):
+        super().__init__()
+        self.Z, self.t = self._data("support", Z, t)
+        self.Zq, self.tq = self._data("query", Zq, tq)
+        self.dim = self.Z.shape[1]
+        if self.Zq.shape[1] != self.dim:
+            raise ValueError(f"query features have {self.Zq.shape[1]} columns, support has {self.dim}")
+        self.reg = float(reg)
+        if self.reg < 0:
+            raise ValueError(f"reg must be >= 0, got {self.reg}")
+        gram = np.linalg.eigvalsh(self.Z.T @ self.Z / len(self.t)).max()
+        self.L = float(gram + self.reg)
+        self.L_F = float(np.linalg.eigvalsh(self.Zq.T @ self.Zq / len(self.tq)).max() + self.reg)
+        self.rho = float(4 / (3 * math.sqrt(3)) * np.linalg.norm(self.Z, axis=1).max() * gram)
+        self.alpha = check_alpha(alpha, self.L)
+
+    @staticmethod
+    def _data(name, Z, t):
+        Z, t = np.asarray(Z, dtype=np.float64), np.asarray(t, dtype=np.float64)
+        if Z.ndim != 2 or t.shape != (Z.shape[0],):
+            raise ValueError(f"{name} data must be Z of shape (n, d) and t of shape (n,), got {Z.shape}, {t.shape}")
+        return Z, t
+
+    def _grad(self, Z, t, w, anchor):
+        """``grad f_m(w)`` with m the pattern of ``anchor`` (of w itself when None)."""
+        xp = arrays.namespace(w)
+        s = Z @ w
+        m = arrays.real(Z @ anchor if anchor is not None else s) > 0
+        return Z.T @ xp.where(m, xp.tanh(s - t), 0 * s) / len(t) + self.reg * w
+
+    def _pieces(self, Z, t, w):
+        """Pattern m and residual r at w (numpy)."""
+        s = Z @ np.asarray(w, dtype=np.float64)
+        m = s > 0
+        return m, m * s - t
+
+    def _loss(self, Z, t, w):
+        w = np.asarray(w, dtype=np.float64)
+        return float(np.mean(_logcosh(np.maximum(Z @ w, 0) - t)) + 0.5 * self.reg * w @ w)
+
+    def _hess(self, Z, t, w):
+        m, r = self._pieces(Z, t, w)
+        return (Z.T * (m / np.cosh(r) ** 2)) @ Z / len(t) + self.reg * np.eye(self.dim)
+
+    def inner_loss(self, x):
+        return self._loss(self.Z, self.t, x)
+
+    def outer_loss(self, y):
+        return self._loss(self.Zq, self.tq, y)
+
+    def inner_grad(self, x, anchor=None):
+        return self._grad(self._c("Z", x), self._c("t", x), x, anchor)
+
+    def outer_grad(self, y, anchor=None):
+        return self._grad(self._c("Zq", y), self._c("tq", y), y, anchor)
+
+    def inner_hess(self, x):
+        return self._hess(self.Z, self.t, x)
+
+    def outer_hess(self, y):
+        return self._hess(self.Zq, self.tq, y)
+
+    def inner_third(self, x, v):
+        m, r = self._pieces(self.Z, self.t, x)
+        c = -2 * m * np.tanh(r) / np.cosh(r) ** 2 * (self.Z @ np.asarray(v, dtype=np.float64))
+        return (self.Z.T * c) @ self.Z / len(self.t)
+
+    def kink_distances(self, x) -> np.ndarray:
+        """Distance of x to each support kink hyperplane ``z_j.w = 0``: ``|z_j.x| / |z_j|``."""
+        return np.abs(self.Z @ _as_point(x, self.dim)) / np.linalg.norm(self.Z, axis=1)
+
+    def next_to_kink(self, x, gap: float) -> np.ndarray:
+        """x moved to distance ``gap`` from its nearest support kink, on the same side."""
+        x = _as_point(x, self.dim)
+        j = int(np.argmin(self.kink_distances(x)))
+        z = self.Z[j]
+        side = 1.0 if z @ x > 0 else -1.0
+        return x - ((z @ x - side * gap * np.linalg.norm(z)) / (z @ z)) * z
+
+    @staticmethod
+    def stacked_gradients(tasks):
+        """``(inner, outer)`` on points grouped ``(m, B, d)``, anchored by ``(B, d)`` arrays."""
+        reg = _Stack(tasks, "reg", lambda v: np.asarray(v)[:, None])
+
+        def gradient(zname, tname):
+            Z, t = _Stack(tasks, zname), _Stack(tasks, tname)
+
+            def grad(W, anchor=None):
+                xp = arrays.namespace(W)
+                s = _einsum("bnd,mbd->mbn", Z(W), W)
+                pattern = s if anchor is None else _einsum("bnd,bd->bn", Z(W), anchor)[None]
+                r = xp.where(arrays.real(pattern) > 0, xp.tanh(s - t(W)[None]), 0 * s)
+                return _einsum("bnd,mbn->mbd", Z(W), r) / Z.value.shape[1] + reg(W) * W
+            return grad
+        return gradient("Z", "t"), gradient("Zq", "tq")
+
+
+# ---------------------------------------------------------------------------------------------
 # task distributions
 
 
@@ -436,7 +563,8 @@ class MetaProblem(Sequence):
         """Vectorised ``(inner_grad, outer_grad)`` of all tasks, the oracles of the estimators'
         ``batched=True``: an ``(m*B, d)`` array (row ``i*B + b`` a point of task b) maps to the
         gradients in the same layout. One vectorised evaluation when every task is of one
-        class with ``stacked_gradients`` (and shapes agree); else one task oracle per row."""
+        class with ``stacked_gradients`` (and shapes agree); else one task oracle per row.
+        Anchored task oracles (:class:`ReluRegressionTask`) give anchored stacked oracles."""
         B, kind = len(self.tasks), type(self.tasks[0])
         try:
             if any(type(t) is not kind for t in self.tasks) or not hasattr(kind, "stacked_gradients"):
@@ -452,7 +580,9 @@ class MetaProblem(Sequence):
             inner, outer = rows("inner_grad"), rows("outer_grad")
 
         def grouped(fn):
-            return lambda P: fn(P.reshape(-1, B, *P.shape[1:])).reshape(P.shape)
+            if not accepts_anchor(fn):
+                return lambda P: fn(P.reshape(-1, B, *P.shape[1:])).reshape(P.shape)
+            return lambda P, anchor=None: fn(P.reshape(-1, B, *P.shape[1:]), anchor).reshape(P.shape)
 
         return grouped(inner), grouped(outer)
 
@@ -555,6 +685,36 @@ def logistic_tasks(
         L_max = max(np.linalg.eigvalsh(Z.T @ Z / len(y)).max() / 4 + reg for Z, y, _, _ in data)
         alpha = _resolve_alpha(None, L_max, alpha_L)
     return MetaProblem(_build(lambda i: LogisticTask(*data[i], alpha=alpha, reg=reg), n_tasks))
+
+
+def relu_tasks(
+    n_tasks: int,
+    dim: int,
+    *,
+    n_samples: int = 20,
+    alpha: float | None = None,
+    alpha_L: float = 0.5,
+    reg: float = 0.1,
+    task_spread: float = 1.0,
+    seed: int = 0,
+) -> MetaProblem:
+    """Random :class:`ReluRegressionTask` s: features ``z ~ N(0, I/d)`` (so |z| ~ 1), targets
+    ``t_j = relu(z_j.w_i) + 0.1 N(0, 1)`` of task weights ``w_i = w + task_spread N(0, I/d)``
+    around a shared ``w ~ N(0, 4 I / d)``. ``alpha`` defaults to ``alpha_L / max_i L_i``."""
+    n_tasks, dim, n_samples = integer("n_tasks", n_tasks), integer("dim", dim), integer("n_samples", n_samples)
+    rng = np.random.default_rng(seed)
+    w_shared = 2 * rng.standard_normal(dim) / math.sqrt(dim)
+    data = []
+    for _ in range(n_tasks):
+        w = w_shared + task_spread * rng.standard_normal(dim) / math.sqrt(dim)
+        sets = []
+        for _ in range(2):
+            Z = rng.standard_normal((n_samples, dim)) / math.sqrt(dim)
+            sets += [Z, np.maximum(Z @ w, 0) + 0.1 * rng.standard_normal(n_samples)]
+        data.append(sets)
+    L_max = max(np.linalg.eigvalsh(Z.T @ Z / n_samples).max() + reg for Z, *_ in data)
+    alpha = _resolve_alpha(alpha, L_max, alpha_L)
+    return MetaProblem(_build(lambda i: ReluRegressionTask(*data[i], alpha=alpha, reg=reg), n_tasks))
 
 
 def _build(make, n_tasks: int) -> list[MetaTask]:

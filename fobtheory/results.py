@@ -119,9 +119,21 @@ def validate_results(results: dict, source: str = "results") -> None:
             raise ValueError(f"{source}: claims[{i}].verdict is {c['verdict']!r}, must be one of {VERDICTS}")
 
 
+def dumps(obj) -> str:
+    """JSON indented by level, except that each row of a top-level ``records`` list takes
+    one line (results files hold thousands of flat rows)."""
+    obj = _jsonable(obj)
+    if not (isinstance(obj, dict) and isinstance(obj.get("records"), list) and obj["records"]):
+        return json.dumps(obj, indent=1, allow_nan=False)
+    mark = "\u0000records\u0000"
+    head = json.dumps({**obj, "records": mark}, indent=1, allow_nan=False)
+    rows = ",\n  ".join(json.dumps(r, allow_nan=False) for r in obj["records"])
+    return head.replace(json.dumps(mark), "[\n  " + rows + "\n ]", 1)
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    return _write_atomic(path, lambda f: json.dump(_jsonable(obj), f, indent=1, allow_nan=False), "w")
+    """Write JSON (:func:`dumps`) so that readers see the old file or the new one, never half of one."""
+    return _write_atomic(path, lambda f: f.write(dumps(obj)), "w")
 
 
 def _write_atomic(path, write, mode: str) -> Path:

@@ -17,7 +17,7 @@ lowering either constant uncovers a point.
 Two sources of derivatives: closed forms of :mod:`fobtheory.problems` (``meta_grad`` and
 ``meta_hessian``, exact spectral norm), or any twice-differentiable scalar torch function of
 a flat parameter vector (gradient and Hessian-vector products by autograd, spectral norm by
-Lanczos iteration to a stated tolerance, :func:`spectral_norm`).
+ARPACK's Lanczos iteration to a stated tolerance, :func:`spectral_norm`).
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.linalg import eigh_tridiagonal
 from scipy.optimize import linprog
 
 # ---------------------------------------------------------------------------------------------
@@ -140,32 +139,36 @@ def theory_constants(problem) -> tuple[float, float]:
 
 def spectral_norm(matvec: Callable[[np.ndarray], np.ndarray], dim: int, *, tol: float = 1e-10,
                   max_iters: int | None = None, seed: int = 0) -> float:
-    """``|H|_2 = max |eigenvalue|`` of a symmetric operator given by ``matvec``, by Lanczos
-    iteration with full reorthogonalisation from a random start.
+    """``|H|_2 = max |eigenvalue|`` of a symmetric operator given by ``matvec``:
+    ``scipy.sparse.linalg.eigsh`` (ARPACK's implicitly restarted Lanczos) on a
+    ``LinearOperator``, ``k=1, which="LM"``, from a random start (``seed``).
 
-    Stops when the Ritz pair ``(theta, q)`` of largest ``|theta|`` has residual
-    ``|H q - theta q| <= tol |theta|`` (for symmetric H an eigenvalue then lies within
-    ``tol |theta|`` of theta), or when the Krylov space is invariant (exact). At most
-    ``max_iters`` (default ``dim``) products; raises RuntimeError if not converged.
+    ARPACK stops when the Ritz pair ``(theta, q)`` has residual ``|H q - theta q| <= tol |theta|``
+    (for symmetric H an eigenvalue then lies within ``tol |theta|`` of theta). ``max_iters``
+    bounds ARPACK's restarts (eigsh's ``maxiter``, default ``10 dim``); RuntimeError if not
+    converged. Two cases ARPACK cannot take: ``dim <= 2`` (it needs ``k < dim`` and a Krylov
+    space larger than k) is solved densely from ``dim`` products, and the zero operator
+    (ARPACK refuses a zero residual) returns 0.
     """
-    max_iters = dim if max_iters is None else min(max_iters, dim)
-    q = np.random.default_rng(seed).standard_normal(dim)
-    Q = [q / np.linalg.norm(q)]
-    alphas, betas = [], []
-    for j in range(max_iters):
-        w = np.asarray(matvec(Q[j]), dtype=float) - (betas[-1] * Q[j - 1] if betas else 0.0)
-        alphas.append(float(Q[j] @ w))
-        basis = np.array(Q)
-        for _ in range(2):  # full reorthogonalisation, twice is enough
-            w = w - basis.T @ (basis @ w)
-        beta = float(np.linalg.norm(w))
-        theta, S = eigh_tridiagonal(np.array(alphas), np.array(betas))
-        k = int(np.argmax(np.abs(theta)))
-        if beta * abs(S[-1, k]) <= tol * abs(theta[k]) or beta <= 1e-14 * max(abs(theta[k]), 1e-300):
-            return float(abs(theta[k]))
-        betas.append(beta)
-        Q.append(w / beta)
-    raise RuntimeError(f"Lanczos did not reach tol={tol:g} in {max_iters} iterations: raise max_iters or tol")
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
+
+    if dim < 1:
+        raise ValueError(f"dim must be an integer >= 1, got {dim}")
+    if dim <= 2:
+        H = np.column_stack([np.asarray(matvec(e), dtype=float) for e in np.eye(dim)])
+        return float(np.abs(np.linalg.eigvalsh((H + H.T) / 2)).max())
+    v0 = np.random.default_rng(seed).standard_normal(dim)
+    op = LinearOperator((dim, dim), matvec=lambda v: np.asarray(matvec(v), dtype=float), dtype=float)
+    try:
+        theta = eigsh(op, k=1, which="LM", tol=tol, maxiter=max_iters, v0=v0, return_eigenvectors=False)
+    except ArpackNoConvergence as err:
+        raise RuntimeError(f"eigsh did not reach tol={tol:g} in max_iters={max_iters} restarts: "
+                           "raise max_iters or tol") from err
+    except ArpackError as err:
+        if not np.asarray(matvec(v0)).any():  # ARPACK's "starting vector is zero": H v0 = 0, so H = 0
+            return 0.0
+        raise
+    return float(abs(theta[0]))
 
 
 def torch_norms(fn, points, *, tol: float = 1e-10, max_iters: int | None = None, seed: int = 0,

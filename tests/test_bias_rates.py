@@ -12,7 +12,7 @@ from fobtheory.results import VERDICTS, load_results
 
 FIELDS = ("family", "task", "estimator", "scheme", "J", "K", "delta", "eps", "error")
 CLAIMS = {"forward_rate", "symmetric_rate", "order4_rate", "quadratic_exactness", "eps_rates", "float64_floor",
-          "baselines_irreducible", "complex_step_beyond_floor", "symbolic_constants"}
+          "baselines_irreducible", "complex_step_beyond_floor", "symbolic_constants", "kinks_frozen_patterns"}
 FIGURE = Path(__file__).resolve().parents[1] / "figures" / "bias_rates.json"
 
 

@@ -1,7 +1,11 @@
 import subprocess
 import sys
 
-from fobtheory.cli import main
+import pytest
+
+from fobtheory import progress
+from fobtheory.cli import build_parser, main
+from fobtheory.results import claim, make_results, write_json_atomic
 
 
 def test_demo_prints_the_error_table(capsys):
@@ -28,3 +32,67 @@ def test_the_main_job_needs_no_test_dependencies():
             "fobtheory.cli.main(['demo', '--dim', '3'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def _error_line(capsys, argv) -> tuple[int, str]:
+    """Exit status and stderr of `fobtheory argv`; the error must be one line, no traceback."""
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1 and "Traceback" not in err, err
+    return status, err
+
+
+@pytest.mark.parametrize("argv, option, valid", [
+    (["memory", "--quick", "--device", "tpu"], "--device", "cuda:N"),
+    (["reproduce", "--quick", "--device", "cuda:x"], "--device", "cuda:N"),
+    (["mnist1d", "--quick", "--device", "cuda:99"], "--device", "cuda"),  # no GPU, or not that many
+    (["bias", "--seed", "abc"], "--seed", ">= 0"),
+    (["bias", "--seed", "-1"], "--seed", ">= 0"),
+    (["bias", "--progress", "--no-progress"], "--no-progress", "not allowed"),
+    (["bias", "--quick", "--outt", "x"], "--outt", "unrecognized"),
+])
+def test_bad_options_end_in_one_line_naming_the_option(capsys, argv, option, valid):
+    status, err = _error_line(capsys, argv)
+    assert status == 2 and option in err and valid in err
+
+
+@pytest.mark.parametrize("command", ["bias", "reproduce"])
+def test_an_out_folder_that_cannot_be_made_is_refused_before_running(capsys, tmp_path, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for out in (blocker / "sub", blocker):  # under a regular file; a regular file
+        status, err = _error_line(capsys, [command, "--quick", "--out", str(out)])
+        assert status == 2 and "--out" in err and str(out) in err
+    assert sorted(tmp_path.iterdir()) == [blocker]  # nothing ran, nothing written
+
+
+def test_a_failed_read_or_write_ends_in_one_line(capsys, tmp_path):
+    results = make_results("alpha", {}, [], {}, [claim("a", "s", "e", "m", "confirmed")])
+    write_json_atomic(tmp_path / "alpha.json", results)
+    status, err = _error_line(capsys, ["claims", "--out", str(tmp_path), "--readme", str(tmp_path / "missing.md")])
+    assert status == 1 and "missing.md" in err
+
+
+def test_the_console_reports_the_issue_cases_without_traceback(tmp_path):
+    (tmp_path / "f").write_text("")
+    for args, option in ((["memory", "--quick", "--device", "tpu"], "--device"),
+                         (["bias", "--quick", "--out", str(tmp_path / "f" / "out")], "--out")):
+        out = subprocess.run([sys.executable, "-m", "fobtheory.cli", *args], capture_output=True, text=True)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and option in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_progress_flags_go_before_or_after_the_command():
+    parse = build_parser().parse_args
+    assert parse(["demo"]).progress == "auto"
+    assert parse(["--no-progress", "demo"]).progress == "off" and parse(["demo", "--no-progress"]).progress == "off"
+    assert parse(["--progress", "bias"]).progress == "bar" and parse(["bias", "--progress"]).progress == "bar"
+
+
+def test_main_sets_the_progress_mode_for_the_command_only(monkeypatch):
+    seen = []
+    monkeypatch.setattr("fobtheory.cli.demo", lambda args: seen.append(progress.MODE) or 0)
+    assert main(["demo", "--no-progress"]) == 0 and seen == ["off"] and progress.MODE == "auto"

@@ -4,6 +4,7 @@ import torch
 
 from fobtheory.estimators import fob_maml, fo_maml
 from fobtheory.experiments import mnist1d as exp
+from fobtheory.experiments import mnist1d_fidelity as fid
 from fobtheory.nn import CNN1D, METHODS, meta_gradient
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -47,14 +48,19 @@ def test_network_meta_gradients_on_cuda_match_the_cpu(method):
         assert float((gpu[name].cpu() - grad).norm()) <= 1e-9 * float(grad.norm()) + 1e-14
 
 
-def test_the_mnist1d_experiment_runs_on_cuda(tmp_path, monkeypatch):
+def test_the_mnist1d_experiments_run_on_cuda(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    cfg = exp.config(quick=True, device="cuda")
-    cfg.update(num_samples=600, queries=3, meta_steps=4, eval_every=2, checkpoint_every=2, eval_episodes=10,
-               curve_episodes=5, checkpoint_dir=str(tmp_path / "runs"), timing_rounds=1, meta_batch=2,
-               methods=["maml", "fob_symmetric"], activations=["gelu"], guarded_activations=[], shots=[5],
-               fidelity=dict(steps=[0, 4], episodes=2, deltas=[1e-5, 1e-2], dtypes=["float64"], shots=5))
+    tiny = dict(num_samples=600, queries=3, meta_steps=4, eval_every=2, checkpoint_every=2, eval_episodes=10,
+                curve_episodes=5, checkpoint_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "committed"),
+                meta_batch=2)
+    cfg = dict(exp.config(quick=True, device="cuda"), **tiny, timing_rounds=1, methods=["maml", "fob_symmetric"],
+               activations=["relu"], frozen_activations=["relu"], shots=[5])
     results = exp.run(cfg)
     assert results["environment"]["device"] == "cuda"
-    fid = [r for r in results["records"] if r.get("kind") == "fidelity" and r["method"] == "fob_symmetric"]
-    assert min(r["error"] for r in fid) < 1e-6
+    assert {r["device"] for r in results["records"] if r["kind"] == "final"} == {"cuda"}  # each run marked
+    fcfg = fid.config(quick=True, device="cuda")
+    fcfg["training"].update(tiny)
+    fcfg.update(activations=["relu"], steps=[0, 4], episodes=2, deltas=[1e-5, 1e-2], dtypes=["float64"])
+    frozen = [r["error"] for r in fid.run(fcfg)["records"] if r["kind"] == "fidelity" and r["freeze_pattern"]
+              and r["method"] == "fob_symmetric" and r["delta"] == 1e-5]
+    assert max(frozen) < 1e-8

@@ -71,3 +71,27 @@ def test_sampler_is_seeded_and_can_hold_out_classes(small):
         EpisodeSampler(small["x"], small["y"], shots=0)
     with pytest.raises(ValueError, match="exceeds the examples"):
         EpisodeSampler(small["x"], small["y"], shots=40, queries=40)
+
+
+def test_validation_hold_out_is_disjoint_stratified_and_seeded(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    full = load_mnist1d(num_samples=600)
+    split = load_mnist1d(num_samples=600, validation_fraction=0.2, validation_seed=3)
+    assert full["x_val"].shape == (0, 40) and full["x"].shape == (480, 40)  # fraction 0: the generator's split
+    # the two parts partition the train split: every row once, in one of them (brute force over rows)
+    rows = lambda x: sorted(map(bytes, x))  # noqa: E731
+    assert rows(np.concatenate([split["x"], split["x_val"]])) == rows(full["x"])
+    assert not set(map(bytes, split["x"])) & set(map(bytes, split["x_val"]))
+    for c in range(10):  # each class keeps its share, and labels travel with their signals
+        n_c = int((full["y"] == c).sum())
+        assert (split["y_val"] == c).sum() == round(0.2 * n_c)
+    lookup = {bytes(x): y for x, y in zip(full["x"], full["y"])}
+    assert all(lookup[bytes(x)] == y for x, y in zip(split["x_val"], split["y_val"]))
+    np.testing.assert_array_equal(split["x_test"], full["x_test"])  # the test split is untouched
+    again = load_mnist1d(num_samples=600, validation_fraction=0.2, validation_seed=3, cache=False)
+    other = load_mnist1d(num_samples=600, validation_fraction=0.2, validation_seed=4)
+    np.testing.assert_array_equal(again["x_val"], split["x_val"])
+    assert not np.array_equal(other["x_val"], split["x_val"])
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"validation_fraction must be in \[0, 1\)"):
+            load_mnist1d(num_samples=600, validation_fraction=bad)

@@ -90,3 +90,46 @@ def test_reproduce_resumes_without_redoing_finished_experiments(tmp_path, monkey
     assert fakes["one"].runs == 2
     experiments.reproduce(quick=False, force=True, **quiet)
     assert fakes["one"].runs == 3
+
+
+PAPER = (
+    {"claim": "A", "statement": "all confirmed", "deciding": (("a1", "x:", r"n=(\d+)"), ("a2", "y:", r"absent (\d)"))},
+    {"claim": "B", "statement": "one refuted", "deciding": (("a1", "x:", r"n=(\d+)"), ("b1", "z:", r"(.*)"),
+                                                            ("later", "w:", r"(.*)"))},
+    {"claim": "C", "statement": "one inconclusive", "deciding": (("a1", "x:", r"n=(\d+)"), ("c1", "v:", r"(.*)"))},
+    {"claim": "D", "statement": "absent ids do not count",
+     "deciding": (("a2", "y:", r"(.*)"), ("later", "w:", r"(.*)"))},
+    {"claim": "E", "statement": "nothing measured", "deciding": (("later", "w:", r"(.*)"),)},
+)
+
+
+def test_paper_verdicts_follow_their_deciding_claims(monkeypatch):
+    monkeypatch.setattr(ledger, "PAPER_CLAIMS", PAPER)
+    rows = [claim("a1", "s", "e", "n=42 points; more", "confirmed"),
+            claim("a2", "s", "e", "first; second", "confirmed"),
+            claim("b1", "s", "e", "1.5x", "refuted"), claim("c1", "s", "e", "0.3", "inconclusive")]
+    got = {p["claim"]: p for p in ledger.paper_verdicts(rows)}
+    assert {k: p["verdict"] for k, p in got.items()} == {
+        "A": "confirmed", "B": "refuted", "C": "inconclusive", "D": "confirmed", "E": "inconclusive"}
+    # the pattern's group is the deciding number; no match: the first clause of `measured`
+    assert [n["text"] for n in got["A"]["numbers"]] == ["x: 42", "y: first"]
+    assert got["B"]["missing"] == ["later"] and [n["id"] for n in got["B"]["numbers"]] == ["a1", "b1"]
+    assert got["E"]["numbers"] == [] and got["E"]["missing"] == ["later"]
+    md = ledger.verdicts_markdown(rows)
+    lines = md.splitlines()
+    assert len(lines) == 2 + len(PAPER) and "| **B**: one refuted | **refuted** |" in md
+    assert "z: 1.5x (`b1`, refuted)" in lines[3] and "not counted: `later`" in lines[3]
+
+
+def test_claims_command_fills_the_verdicts_block_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(ledger, "PAPER_CLAIMS", PAPER)
+    write(tmp_path, "alpha", [claim("a1", "s", "e", "n=7", "confirmed"), claim("b1", "s", "e", "m", "refuted")])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"top\n{ledger.VERDICTS_START}\nold\n{ledger.VERDICTS_END}\n"
+                      f"mid\n{ledger.START}\nold\n{ledger.END}\n")
+    assert main(["claims", "--out", str(tmp_path), "--readme", str(readme)]) == 0
+    rows = ledger.collect(tmp_path)
+    assert ledger.readme_block(readme, ledger.VERDICTS_START, ledger.VERDICTS_END) == ledger.verdicts_markdown(rows)
+    assert ledger.readme_block(readme) == ledger.markdown(rows, f"{tmp_path.as_posix()}/")
+    assert ledger.verdicts_markdown(rows) in (tmp_path / "CLAIMS.md").read_text()
+    assert not ledger.update_readme(readme, rows, f"{tmp_path.as_posix()}/")  # idempotent

@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fobtheory.estimators import FixedPointError, fob_maml
 from fobtheory.experiments import execute
-from fobtheory.memory import PeakMemory, measure
+from fobtheory.memory import PeakMemory, measure, peak_bytes
 from fobtheory.nn import CNN1D, meta_gradient_batch
 from fobtheory.results import load_results
 
@@ -122,3 +123,61 @@ def test_lean_fob_holds_at_most_two_parameter_vectors_beyond_fo_maml_at_any_K():
     for K, bytes_ in lean.items():
         assert bytes_ - peak("fo_maml", K) <= 2.05 * vector
     assert lean[6] == lean[3]
+
+
+# ---------------------------------------------------------------------------------------------
+# shape-only (meta device) peaks against the CPU meter
+
+FOB_OPTIONS = ([dict(store_iterates=s, stack_stencil=t) for s in (True, False) for t in (True, False)]
+               + [dict(checkpoint_every=2, stack_stencil=False), dict(freeze_pattern=True), dict(kink_check=0.1),
+                  dict(kink_tol=1e-9)])  # kink_tol this small retries every step on CPU too: the worst case
+
+
+def small_batch(B=3, width=12, length=40):
+    torch.manual_seed(0)
+    model = CNN1D(width=width, depth=3, length=length)
+    S = (torch.randn(B, 5, 1, length), torch.randint(0, 5, (B, 5)))
+    Q = (torch.randn(B, 15, 1, length), torch.randint(0, 5, (B, 15)))
+    return model, S, Q
+
+
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("method, options", [("maml", {}), ("fo_maml", {}), ("reptile", {})]
+                         + [(m, o) for m in ("fob_forward", "fob_symmetric") for o in FOB_OPTIONS])
+def test_shape_only_peak_equals_the_cpu_meter_to_the_byte(method, options, K):
+    model, S, Q = small_batch()
+    kw = dict(method=method, alpha=0.4, inner_steps=K, **options)
+    cpu = peak_bytes(model, S, Q, device="cpu", **kw)
+    assert peak_bytes(model, S, Q, **kw) == cpu
+    assert all(p.device.type == "cpu" for p in model.parameters())  # copied, not moved
+
+
+def test_the_kink_guard_is_its_worst_case_on_meta():
+    """Without a retry on CPU the meta peak is an upper bound (every step retried three times);
+    with retries on CPU the two agree."""
+    model, S, Q = small_batch()
+    kw = dict(method="fob_symmetric", alpha=0.4, inner_steps=3)
+    _, info = meta_gradient_batch(model, S, Q, kink_tol=1e9, return_info=True, **kw)
+    assert info.kink_retries == 0
+    never = peak_bytes(model, S, Q, device="cpu", kink_tol=1e9, **kw)
+    assert peak_bytes(model, S, Q, kink_tol=1e9, **kw) == peak_bytes(model, S, Q, kink_tol=1e-9, **kw) > never
+    with torch.device("meta"):
+        meta_model, meta_S, meta_Q = CNN1D(width=12, depth=3), tuple(t.to("meta") for t in S), tuple(t.to("meta") for t in Q)
+    _, info = meta_gradient_batch(meta_model, meta_S, meta_Q, kink_tol=1e9, return_info=True, **kw)
+    assert info.kink_retries == 3 * 3 * 3  # steps x tasks x retries
+
+
+def test_shape_only_fob_maml_takes_the_costliest_branches_and_skips_value_checks():
+    x = torch.empty(2, 4, device="meta")
+    lin = lambda P: 2 * P  # noqa: E731
+    _, info = fob_maml(x, lin, lin, alpha=0.1, delta=1e-3, fixed_point_iters="solve", max_fixed_point_iters=7,
+                       batched=True, return_info=True)
+    assert info.fixed_point_iters == [7, 7]  # both stencil points, no early stop: the tolerance needs values
+    diverging = lambda P: 1e3 * P  # noqa: E731
+    kw = dict(alpha=0.5, delta=1.0, fixed_point_iters=3, batched=True)
+    with pytest.raises(FixedPointError):
+        fob_maml(torch.ones(2, 4), diverging, diverging, **kw)
+    out = fob_maml(x, diverging, diverging, **kw)  # the divergence test needs values
+    assert out.device.type == "meta" and out.shape == x.shape
+    with pytest.raises(ValueError, match="shape-only .* batched=True"):
+        fob_maml(torch.empty(4, device="meta"), lin, lin, alpha=0.1, delta=1e-3)

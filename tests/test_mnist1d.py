@@ -1,5 +1,6 @@
-"""The MNIST-1D experiment on tiny configurations: schema, determinism, resume."""
+"""The MNIST-1D experiment on tiny configurations: schema, determinism, resume, committed runs."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -14,40 +15,115 @@ from fobtheory.results import load_results
 def tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cfg = exp.config(quick=True)
-    cfg.update(num_samples=600, queries=3, meta_steps=6, eval_every=3, checkpoint_every=3, eval_episodes=10, curve_episodes=5,
-               checkpoint_dir=str(tmp_path / "runs"), timing_rounds=1, meta_batch=2,
-               fidelity=dict(steps=[0, 6], episodes=2, deltas=[1e-5, 1e-2], dtypes=["float32", "float64"], shots=5))
+    cfg.update(num_samples=600, queries=3, meta_steps=6, eval_every=3, checkpoint_every=3, eval_episodes=10,
+               curve_episodes=5, checkpoint_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "committed"),
+               timing_rounds=1, meta_batch=2)
     return cfg
 
 
-def test_quick_run_writes_valid_results_and_both_figures(tiny, tmp_path):
-    tiny.update(activations=["relu", "gelu"], guarded_activations=["relu"])
+def _never_trains(*args, **kwargs):
+    raise AssertionError("trained")
+
+
+def test_quick_run_writes_valid_results_and_the_figure(tiny, tmp_path):
+    tiny.update(activations=["relu", "gelu"], guarded_activations=["relu"], frozen_activations=["relu"])
     results = execute("mnist1d", out=tmp_path / "out", overrides=tiny, echo=lambda *_: None)
     back = load_results(tmp_path / "out" / "mnist1d.json")
     assert back["experiment"] == "mnist1d"
     assert (tmp_path / "out" / "mnist1d.png").stat().st_size > 0
-    assert (tmp_path / "out" / "mnist1d_fidelity.png").stat().st_size > 0
     finals = [r for r in back["records"] if r["kind"] == "final"]
     assert {r["method"] for r in finals} == set(exp.METHODS)
     for r in finals:
         assert {"method", "ways", "shots", "seed", "accuracy", "ci95"} <= set(r) and 0 <= r["accuracy"] <= 100
-    assert any(r["kink_guard"] for r in finals)
-    fid = [r for r in back["records"] if r["kind"] == "fidelity"]
-    assert {r["dtype"] for r in fid} == {"float32", "float64"} and {r["step"] for r in fid} == {0, 6}
-    assert {r["method"] for r in back["records"] if r["kind"] == "timing"} == set(exp.METHODS)
+        assert 0 <= r["val_accuracy"] <= 100 and r["device"] == "cpu"
+    assert [r["activation"] for r in finals if r["kink_guard"]] == ["relu"]
+    frozen = sorted((r["activation"], r["method"]) for r in finals if r["freeze_pattern"])
+    assert frozen == [("relu", "fob_forward"), ("relu", "fob_symmetric")]
+    assert all(r["split"] == "validation" for r in back["records"] if r["kind"] == "curve")
+    assert not [r for r in back["records"] if r["kind"] == "fidelity"]  # fidelity is its own experiment
+    timed = {(r["method"], r["freeze_pattern"]) for r in back["records"] if r["kind"] == "timing"}
+    assert timed == {(m, False) for m in exp.METHODS} | {("fob_forward", True), ("fob_symmetric", True)}
     ids = {c["id"] for c in back["claims"]}
-    assert {"fob_tracks_maml_relu", "fob_tracks_maml_gelu", "relu_kinks_degrade_finite_differences"} <= ids
+    assert {"fob_tracks_maml_relu", "fob_tracks_maml_gelu", "fob_frozen_tracks_maml_relu",
+            "kink_guard_improves_relu_accuracy"} <= ids
     assert results["summary"]["timing"]["maml"] == pytest.approx(1.0)
+    assert {"relu/5shot/fob_symmetric+guard", "relu/5shot/fob_symmetric+frozen"} <= set(results["summary"]["kinks"])
 
 
-def test_fidelity_float64_error_is_small_at_a_small_delta(tiny):
-    fid = [r for r in exp.run(tiny)["records"] if r.get("kind") == "fidelity"]
-    best = min(r["error"] for r in fid if r["dtype"] == "float64" and r["method"] == "fob_symmetric")
-    assert best < 1e-6
+def test_a_finished_run_is_committed_as_a_small_json_with_its_device(tiny):
+    cfg = dict(tiny, methods=["fob_symmetric"], activations=["relu"], guarded_activations=["relu"])
+    exp.run(cfg)
+    folder = exp.results_dir(cfg)
+    assert folder.parent == exp.Path(tiny["results_dir"]) and folder.name == exp.run_key(cfg)
+    assert sorted(p.name for p in folder.iterdir()) == \
+        ["config.json", "relu-5shot-fob_symmetric-guard-seed0.json", "relu-5shot-fob_symmetric-seed0.json"]
+    assert json.loads((folder / "config.json").read_text())["training_version"] == exp.TRAINING_VERSION
+    result = json.loads((folder / "relu-5shot-fob_symmetric-guard-seed0.json").read_text())
+    assert result["environment"]["device"] == "cpu" and result["environment"]["torch"] == torch.__version__
+    assert len(result["accuracy"]) == len(result["val_accuracy"]) == tiny["eval_episodes"]
+    assert [k[0] for k in result["kinks"]] == [s for s, _ in result["curve"]] == [3, 6]
+    assert not list(exp._run_dir(cfg).glob("*.pt"))  # no checkpoint left, none committed
+
+
+def test_a_fresh_clone_with_committed_runs_does_not_train_them(tiny, tmp_path, monkeypatch):
+    cfg = dict(tiny, methods=["maml", "fo_maml"])
+    first = exp.run(cfg)
+    clone = tmp_path / "clone" / "mnist1d-runs"  # the committed folder, on a machine with an empty cache
+    shutil.copytree(tiny["results_dir"], clone)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh-cache"))
+    monkeypatch.setattr(exp, "meta_gradient_batch", _never_trains)
+    monkeypatch.setattr(exp, "timing", lambda cfg, data: [])
+    again = exp.run(dict(cfg, results_dir=str(clone), checkpoint_dir=None))
+    finals = lambda res: [r for r in res["records"] if r.get("kind") in ("final", "curve")]  # noqa: E731
+    assert finals(again) == finals(first)
+    with pytest.raises(AssertionError, match="trained"):  # a run not committed does train
+        exp.run(dict(cfg, methods=["reptile"], results_dir=str(clone), checkpoint_dir=None))
+
+
+def test_missing_snapshots_retrain_only_that_run_and_keep_its_result(tiny, monkeypatch):
+    data = exp.load_data(tiny)
+    unit = dict(activation="gelu", shots=5, method="maml", seed=0)
+    first = exp.train(tiny, data, **unit)
+    assert exp.load_snapshots(tiny, exp.run_name(**unit)) == {}
+    calls = {"n": 0}
+    real = exp.meta_gradient_batch
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exp, "meta_gradient_batch", counting)
+    again = exp.train(tiny, data, **unit, snapshot_steps=(0, 3, 6))
+    assert again == first and calls["n"] == tiny["meta_steps"]
+    snaps = exp.load_snapshots(tiny, exp.run_name(**unit))
+    assert sorted(snaps) == [0, 3, 6]
+    model = exp._model(tiny, "gelu", 0)
+    assert all(torch.equal(v, snaps[0][k]) for k, v in model.state_dict().items())  # step 0 = the initial weights
+    exp.train(tiny, data, **unit, snapshot_steps=(0, 6))  # all there now: no step
+    assert calls["n"] == tiny["meta_steps"]
+
+
+def test_kink_counts_per_interval_sum_the_estimators_counts(tiny, monkeypatch):
+    seen = []
+    real = exp.meta_gradient_batch
+
+    def recording(*args, **kwargs):
+        grads, info = real(*args, **kwargs)
+        seen.append((info.kink_retries, info.kink_unresolved))
+        return grads, info
+
+    monkeypatch.setattr(exp, "meta_gradient_batch", recording)
+    data = exp.load_data(tiny)
+    result = exp.train(dict(tiny, kink_tol=1e-3), data, activation="relu", shots=5, method="fob_symmetric", seed=0,
+                       guard=True)
+    seen = np.asarray(seen)
+    assert [k[1:3] for k in result["kinks"]] == [seen[:3].sum(0).tolist(), seen[3:].sum(0).tolist()]
+    assert result["kink_retries"] == seen[:, 0].sum() > 0  # a tight tolerance retries on ReLU
 
 
 def test_an_interrupted_run_resumes_to_the_same_numbers(tiny, monkeypatch):
-    whole = exp.run(dict(tiny, checkpoint_dir=tiny["checkpoint_dir"] + "-whole", methods=["fob_symmetric"]))
+    whole = exp.run(dict(tiny, checkpoint_dir=tiny["checkpoint_dir"] + "-whole",
+                         results_dir=tiny["results_dir"] + "-whole", methods=["fob_symmetric"]))
     calls = {"n": 0}
     real = exp.meta_gradient_batch
 
@@ -64,6 +140,7 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(tiny, monkeypatch):
     assert list((exp._run_dir(cfg)).glob("*.pt"))  # the checkpoint of step 3
     monkeypatch.setattr(exp, "meta_gradient_batch", real)
     resumed = exp.run(cfg)
+
     def numbers(res):  # everything but the wall-clock times
         return [{k: v for k, v in r.items() if k != "seconds_per_step"} for r in res["records"]
                 if r.get("kind") in ("final", "curve")]
@@ -72,14 +149,35 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(tiny, monkeypatch):
     assert not list(exp._run_dir(cfg).glob("*-seed0.pt"))  # finished runs drop their checkpoint
 
 
-def test_finished_runs_are_not_trained_again(tiny, monkeypatch):
-    cfg = dict(tiny, methods=["fo_maml"])
-    first = exp.run(cfg)
-    monkeypatch.setattr(exp, "meta_gradient_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
-    monkeypatch.setattr(exp, "timing", lambda cfg, data: [])
-    again = exp.run(cfg)
-    assert [r for r in again["records"] if r.get("kind") == "final"] == \
-        [r for r in first["records"] if r.get("kind") == "final"]
+def test_meta_training_never_sees_validation_rows_and_splits_are_seeded(tiny):
+    data = exp.load_data(tiny)
+    held = set(map(bytes, data["x_val"]))
+    train, val = exp._samplers(tiny, data, 5, split="validation")
+    for ep in train(0).batch(20):
+        assert not {bytes(r) for r in ep.support[0].squeeze(1).numpy()} & held
+    rows = {bytes(r) for ep in val.batch(5) for r in torch.cat([ep.query[0], ep.support[0]]).squeeze(1).numpy()}
+    assert rows <= held
+    again = exp._samplers(tiny, exp.load_data(tiny), 5, split="validation")[1].sample()
+    assert torch.equal(again.support[0], exp._samplers(tiny, data, 5, split="validation")[1].sample().support[0])
+    with pytest.raises(ValueError, match="split must be one of"):
+        exp._samplers(tiny, data, 5, split="train")
+    with pytest.raises(ValueError, match="validation_fraction > 0"):
+        exp._samplers(dict(tiny, validation_fraction=0.0), exp.load_data(dict(tiny, validation_fraction=0.0)), 5,
+                      split="validation")
+
+
+def test_the_plan_selects_variants_and_the_run_key_ignores_plan_entries():
+    cfg = dict(exp.config(), seeds=[0], shots=[5])
+    plan = exp._plan(cfg)
+    assert len(plan) == 2 * len(exp.METHODS) + 1 + 2  # plain x 2 activations, relu guard, relu frozen x 2
+    assert {u.name for u in exp._plan(dict(cfg, variants=["frozen"]))} == \
+        {"relu-5shot-fob_symmetric-frozen-seed0", "relu-5shot-fob_forward-frozen-seed0"}
+    assert exp.run_key(cfg) == exp.run_key(dict(cfg, seeds=[4], device="cuda", results_dir="x", variants=["guard"]))
+    assert exp.run_key(cfg) != exp.run_key(dict(cfg, alpha=0.1))
+    with pytest.raises(ValueError, match="variants must be among"):
+        exp._plan(dict(cfg, variants=["tuned"]))
+    with pytest.raises(ValueError, match="frozen=True needs a method in"):
+        exp.train(cfg, {}, activation="relu", shots=5, method="maml", seed=0, frozen=True)
 
 
 def test_hierarchical_interval_covers_the_mean():
@@ -92,25 +190,46 @@ def test_hierarchical_interval_covers_the_mean():
 
 
 def _runs(accuracy: dict) -> list[dict]:
-    """Fabricated finished runs: {(activation, shots, method, guard): per-episode accuracy of each seed}."""
-    return [dict(activation=a, shots=s, method=m, kink_guard=g, seed=i, accuracy=list(acc))
-            for (a, s, m, g), per_seed in accuracy.items() for i, acc in enumerate(per_seed)]
+    """Fabricated finished runs: {(activation, shots, method, guard, frozen): per-episode accuracy of each seed}."""
+    return [dict(activation=a, shots=s, method=m, kink_guard=g, freeze_pattern=f, seed=i, accuracy=list(acc))
+            for (a, s, m, g, f), per_seed in accuracy.items() for i, acc in enumerate(per_seed)]
 
 
 @pytest.mark.parametrize("shift, expected", [(0.0, "confirmed"), (-35.0, "refuted")])
 def test_accuracy_verdicts_follow_the_data(shift, expected):
     rng = np.random.default_rng(1)
-    episodes = lambda mean: [np.clip(rng.normal(mean, 5, 600), 0, 100) for _ in range(3)]
+    episodes = lambda mean: [np.clip(rng.normal(mean, 5, 600), 0, 100) for _ in range(3)]  # noqa: E731
     maml = episodes(70)
-    acc = {("gelu", 5, "maml", False): maml,
-           ("gelu", 5, "fob_symmetric", False): [a + shift for a in maml],
-           ("gelu", 5, "fo_maml", False): episodes(40),
-           ("relu", 5, "maml", False): maml,
-           ("relu", 5, "fob_symmetric", False): maml,
-           ("relu", 5, "fob_symmetric", True): [a - shift for a in maml]}
+    acc = {("gelu", 5, "maml", False, False): maml,
+           ("gelu", 5, "fob_symmetric", False, False): [a + shift for a in maml],
+           ("gelu", 5, "fo_maml", False, False): episodes(40),
+           ("relu", 5, "maml", False, False): maml,
+           ("relu", 5, "fob_symmetric", False, False): maml,
+           ("relu", 5, "fob_symmetric", True, False): [a - shift for a in maml],
+           ("relu", 5, "fob_symmetric", False, True): [a + shift for a in maml]}
     cfg = dict(exp.config(), activations=["gelu"], shots=[5])
-    _, claims = exp.summarize(_runs(acc), [], [], cfg)
+    _, claims = exp.summarize(_runs(acc), [], cfg)
     verdicts = {c["id"]: c["verdict"] for c in claims}
     assert verdicts["fob_tracks_maml_gelu"] == expected
+    assert verdicts["fob_frozen_tracks_maml_relu"] == expected
     assert verdicts["fob_above_first_order_gelu_5shot"] == ("confirmed" if shift == 0 else "refuted")
     assert verdicts["kink_guard_improves_relu_accuracy"] == ("inconclusive" if shift == 0 else "confirmed")
+
+
+def test_parallel_workers_commit_the_units_that_a_later_run_reuses(tiny, monkeypatch, capsys):
+    from fobtheory.experiments import run_parallel
+
+    cfg = dict(tiny, methods=["maml", "fob_symmetric"], activations=["relu"], frozen_activations=["relu"])
+    jobs = [(cfg, u) for u in exp._plan(cfg)]
+    assert run_parallel.run_units(run_parallel.pending(jobs), workers=2, echo=lambda *_: None) == []
+    assert run_parallel.pending(jobs) == []
+    serial = exp.train(dict(cfg, results_dir=tiny["results_dir"] + "-serial"), exp.load_data(cfg),
+                       activation="relu", shots=5, method="fob_symmetric", seed=0, frozen=True)
+    parallel = json.loads(exp.result_path(cfg, serial["name"]).read_text())
+    assert parallel["accuracy"] == serial["accuracy"] and parallel["curve"] == serial["curve"]  # same numbers
+    monkeypatch.setattr(exp, "meta_gradient_batch", _never_trains)
+    monkeypatch.setattr(exp, "timing", lambda cfg, data: [])
+    assert len([r for r in exp.run(cfg)["records"] if r["kind"] == "final"]) == len(jobs)
+    assert run_parallel.main(["--quick", "--dry-run", "--variants", "plain", "--methods", "maml",
+                              "--results-dir", tiny["results_dir"]]) == 0
+    assert "1 units planned, 0 committed, 1 to train" in capsys.readouterr().out

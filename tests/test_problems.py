@@ -184,3 +184,78 @@ def test_stacked_oracles_equal_the_task_oracles_row_by_row(make, rng):
             expected = np.stack([getattr(problem[r % B], name)(p) for r, p in enumerate(points)])
             np.testing.assert_allclose(stacked(points), expected, rtol=1e-13, atol=1e-15)
             np.testing.assert_allclose(stacked(torch.tensor(points)).numpy(), expected, rtol=1e-13, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------
+# the piecewise-smooth ReLU regression family
+
+
+def _relu_torch_loss(task, w, support=True):
+    """The task's loss written with torch.relu, for autograd."""
+    Z = torch.as_tensor(task.Z if support else task.Zq)
+    t = torch.as_tensor(task.t if support else task.tq)
+    r = torch.relu(Z @ w) - t
+    return torch.mean(torch.log(torch.cosh(r))) + 0.5 * task.reg * w @ w
+
+
+def test_relu_task_derivatives_match_autograd_off_the_kinks():
+    from fobtheory.problems import relu_tasks
+
+    for task in relu_tasks(3, 6, seed=1):
+        x = np.random.default_rng(2).standard_normal(6)
+        assert task.kink_distances(x).min() > 1e-6
+        w = torch.tensor(x, requires_grad=True)
+        g = torch.autograd.grad(_relu_torch_loss(task, w), w, create_graph=True)[0]
+        H = torch.autograd.functional.hessian(lambda u: _relu_torch_loss(task, u), torch.tensor(x))
+        v = np.random.default_rng(3).standard_normal(6)
+        D3 = torch.autograd.functional.jacobian(
+            lambda u: torch.autograd.functional.hessian(lambda q: _relu_torch_loss(task, q), u, create_graph=True)
+            @ torch.tensor(v), torch.tensor(x))
+        np.testing.assert_allclose(task.inner_grad(x), g.detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(task.inner_hess(x), H.numpy(), rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(task.inner_third(x, v), D3.numpy(), rtol=1e-9, atol=1e-12)
+        assert abs(task.inner_loss(x) - float(_relu_torch_loss(task, torch.tensor(x)))) < 1e-14
+
+
+def test_relu_task_anchored_oracle_is_the_gradient_of_the_anchor_piece():
+    from fobtheory.problems import relu_tasks
+
+    task = relu_tasks(1, 5, seed=4)[0]
+    x = task.next_to_kink(np.random.default_rng(5).standard_normal(5), gap=1e-9)
+    assert task.kink_distances(x).min() == pytest.approx(1e-9, rel=1e-3)
+    j = int(np.argmin(task.kink_distances(x)))
+    across = x - 1e-3 * np.sign(task.Z[j] @ x) * task.Z[j]  # crosses kink j
+    jump = task.inner_grad(across) - task.inner_grad(across, anchor=x)
+    expected = -np.tanh(-task.t[j]) * task.Z[j] / len(task.t) * np.sign(task.Z[j] @ x)
+    np.testing.assert_allclose(jump, expected, atol=1e-3 * np.abs(expected).max())
+    np.testing.assert_array_equal(task.inner_grad(x, anchor=x), task.inner_grad(x))
+
+
+def test_relu_family_stacked_oracles_pass_anchors_to_every_task():
+    from fobtheory.problems import relu_tasks
+
+    problem = relu_tasks(3, 4, seed=6)
+    inner, _ = problem.stacked_oracles()
+    rng = np.random.default_rng(7)
+    A, P = rng.standard_normal((3, 4)), rng.standard_normal((6, 4))
+    rows = inner(P, anchor=A)
+    for i in range(6):
+        np.testing.assert_allclose(rows[i], problem[i % 3].inner_grad(P[i], anchor=A[i % 3]), rtol=1e-13)
+
+
+def test_frozen_differences_converge_next_to_a_kink_where_plain_ones_do_not():
+    from fobtheory.estimators import fob_maml
+    from fobtheory.problems import relu_tasks
+    from fobtheory.rates import fit_rate
+
+    task = relu_tasks(1, 8, seed=8)[0]
+    x = task.next_to_kink(np.random.default_rng(9).standard_normal(8) / 3, gap=1e-13)
+    exact = task.meta_grad(x)
+    deltas = np.geomspace(1e-5, 1e-1, 9)
+    plain_oracle = lambda w: task.inner_grad(w)  # noqa: E731 (no anchor parameter: plain differences)
+    err = lambda inner, d: np.linalg.norm(  # noqa: E731
+        fob_maml(x, inner, task.outer_grad, alpha=task.alpha, delta=d) - exact) / np.linalg.norm(exact)
+    frozen = [err(task.inner_grad, d) for d in deltas]
+    plain = [err(plain_oracle, d) for d in deltas]
+    assert fit_rate(deltas, frozen).covers(2, 0.1)
+    assert min(plain) > 1e-2 and plain[0] > plain[-1]  # no convergence: the jump / delta grows

@@ -32,6 +32,23 @@ def test_readme_claims_block_is_the_ledger_of_the_committed_results():
     assert (ROOT / "figures" / "CLAIMS.md").read_text() == ledger.claims_file(rows)
 
 
+def test_readme_opens_with_the_verdicts_of_the_committed_results():
+    rows = ledger.collect(ROOT / "figures")
+    assert ledger.readme_block(README, ledger.VERDICTS_START, ledger.VERDICTS_END) == ledger.verdicts_markdown(rows), \
+        "README's verdicts block is stale: run `fobtheory claims --readme README.md`"
+    text = README.read_text()
+    assert text.index("## Two commands") < text.index(ledger.VERDICTS_START) < text.index(ledger.START)
+
+
+def test_every_paper_claim_is_decided_by_measured_claims_whose_number_is_found():
+    by_id = {r["id"]: r for r in ledger.collect(ROOT / "figures")}
+    for paper in ledger.PAPER_CLAIMS:
+        present = [d for d in paper["deciding"] if d[0] in by_id]
+        assert present, f"no deciding claim of {paper['claim']} in figures/"
+        for claim_id, _, pattern in present:  # a pattern that no longer matches would show a fallback
+            assert re.search(pattern, by_id[claim_id]["measured"]), (claim_id, pattern)
+
+
 def test_every_figure_the_ledger_names_exists():
     for row in ledger.collect(ROOT / "figures"):
         for name in row["figures"]:

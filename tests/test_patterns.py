@@ -1,0 +1,202 @@
+"""Frozen activation patterns: FO-B-MAML on ReLU-like networks against autograd's MAML."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fobtheory.nn import CNN1D, meta_gradient, meta_gradient_batch
+from fobtheory.patterns import PatternHooks, kinked_modules
+from fobtheory.rates import fit_rate
+
+ALPHA = 0.3
+
+
+def batch_of_episodes(n_tasks=4, n_support=10, n_query=15, length=40, seed=0, dtype=torch.float64, channels=1,
+                      height=None):
+    g = torch.Generator().manual_seed(seed)
+    shape = (channels, height, length) if height else (channels, length)
+    xs = torch.randn(n_tasks, n_support, *shape, generator=g, dtype=torch.float64).to(dtype)
+    xq = torch.randn(n_tasks, n_query, *shape, generator=g, dtype=torch.float64).to(dtype)
+    labels = lambda n: (torch.arange(n) % 5).repeat(n_tasks, 1)  # noqa: E731
+    return (xs, labels(n_support)), (xq, labels(n_query))
+
+
+class KinkZoo(nn.Module):
+    """Every frozen module kind in one small 1-D net: LeakyReLU, ReLU6, MaxPool1d, PReLU, Hardtanh."""
+
+    def __init__(self, width=6):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv1d(1, width, 5, padding=1), nn.LeakyReLU(0.1), nn.MaxPool1d(2),
+            nn.Conv1d(width, width, 3, padding=1), nn.ReLU6(), nn.MaxPool1d(3, stride=2, padding=1),
+            nn.Conv1d(width, width, 3), nn.PReLU(width), nn.Conv1d(width, width, 3), nn.Hardtanh(-0.5, 0.5))
+        self.head = nn.Linear(width * 6, 5)
+
+    def forward(self, x):
+        return self.head(self.body(x).flatten(1))
+
+
+class Conv2dPool(nn.Module):
+    """MaxPool2d and ReLU on 2-D inputs."""
+
+    def __init__(self, width=4):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Linear(width * 4, 5)
+
+    def forward(self, x):
+        return self.head(self.body(x).flatten(1))
+
+
+class FunctionalReLU(nn.Module):
+    """A kink no hook can see: ``F.relu`` called in the forward."""
+
+    def __init__(self, width=8):
+        super().__init__()
+        self.conv, self.head = nn.Conv1d(1, width, 5, stride=2), nn.Linear(width * 18, 5)
+
+    def forward(self, x):
+        return self.head(F.relu(self.conv(x)).flatten(1))
+
+
+def flat(grads):
+    return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1).to(torch.float64)
+
+
+def errors(model, supports, queries, reference, **kw):
+    """Per-task relative errors of a batch of meta-gradients against ``reference``."""
+    g = flat(meta_gradient_batch(model, supports, queries, alpha=ALPHA, **kw))
+    return ((g - reference).norm(dim=1) / reference.norm(dim=1)).numpy()
+
+
+def kinky(model, steps=40, seed=1, **data):
+    """``model`` after a few MAML steps (float64), so that pre-activations crowd the kinks."""
+    supports, queries = batch_of_episodes(seed=seed, **data)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        grads = meta_gradient_batch(model, supports, queries, method="maml", alpha=ALPHA)
+        for n, p in model.named_parameters():
+            p.grad = grads[n].mean(0)
+        opt.step()
+    return model
+
+
+MODELS = {
+    "cnn_relu": (lambda: CNN1D(width=8, activation="relu").double(), {}),
+    "kink_zoo": (lambda: KinkZoo().double(), {}),
+    "conv2d_pool": (lambda: Conv2dPool().double(), dict(length=8, height=8)),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def trained(request):
+    make, data = MODELS[request.param]
+    torch.manual_seed(0)
+    model = kinky(make(), **data)
+    supports, queries = batch_of_episodes(n_tasks=6, seed=7, **data)
+    reference = flat(meta_gradient_batch(model, supports, queries, method="maml", alpha=ALPHA))
+    return request.param, model, supports, queries, reference
+
+
+def test_frozen_patterns_match_autograd_maml_at_rate_two_where_plain_differences_fail(trained):
+    name, model, supports, queries, reference = trained
+    deltas = np.geomspace(1e-4, 1e-1, 7)
+    frozen = np.array([errors(model, supports, queries, reference, method="fob_symmetric", delta=d,
+                              freeze_pattern=True).max() for d in deltas])
+    assert fit_rate(deltas, frozen).covers(2, 0.2), (name, frozen)
+    assert errors(model, supports, queries, reference, method="fob_symmetric", delta=1e-5,
+                  freeze_pattern=True).max() < 1e-8
+    forward = [errors(model, supports, queries, reference, method="fob_forward", delta=d, freeze_pattern=True).max()
+               for d in deltas]
+    assert fit_rate(deltas, forward).covers(1, 0.15), (name, forward)
+    # the plain difference crosses kinks on some task: its worst error is far above the frozen one
+    plain = errors(model, supports, queries, reference, method="fob_symmetric", delta=1e-2)
+    assert plain.max() > 100 * frozen[np.argmin(abs(deltas - 1e-2))]
+
+
+@pytest.mark.parametrize("K,store", [(3, True), (3, False)])
+def test_frozen_patterns_with_several_inner_steps(K, store):
+    torch.manual_seed(2)
+    model = kinky(CNN1D(width=8, activation="relu").double(), steps=20)
+    supports, queries = batch_of_episodes(n_tasks=3, seed=9)
+    reference = flat(meta_gradient_batch(model, supports, queries, method="maml", alpha=0.1, inner_steps=K))
+    g = flat(meta_gradient_batch(model, supports, queries, method="fob_symmetric", alpha=0.1, inner_steps=K,
+                                 delta=1e-5, freeze_pattern=True, store_iterates=store))
+    assert ((g - reference).norm(dim=1) / reference.norm(dim=1)).max() < 1e-8
+
+
+def test_frozen_equals_plain_on_smooth_activations_and_away_from_kinks():
+    torch.manual_seed(3)
+    supports, queries = batch_of_episodes(n_tasks=3, seed=4)
+    gelu = CNN1D(width=6, activation="gelu").double()
+    kw = dict(method="fob_symmetric", alpha=ALPHA, delta=1e-3)
+    assert torch.equal(flat(meta_gradient_batch(gelu, supports, queries, freeze_pattern=True, **kw)),
+                       flat(meta_gradient_batch(gelu, supports, queries, **kw)))
+    # ReLU at a step far too small to cross a kink: both evaluate the same piece
+    relu = CNN1D(width=6, activation="relu").double()
+    kw.update(delta=1e-9)
+    a = flat(meta_gradient_batch(relu, supports, queries, freeze_pattern=True, **kw))
+    b = flat(meta_gradient_batch(relu, supports, queries, **kw))
+    assert ((a - b).norm(dim=1) / b.norm(dim=1)).max() < 1e-6  # roundoff at delta 1e-9: eps/delta
+
+
+def test_hooks_are_removed_and_the_model_is_untouched():
+    model = KinkZoo().double()
+    supports, queries = batch_of_episodes(n_tasks=2)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    meta_gradient_batch(model, supports, queries, method="fob_symmetric", alpha=ALPHA, freeze_pattern=True)
+    assert all(not m._forward_hooks for m in model.modules())
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert len(kinked_modules(model)) == 6
+
+
+@pytest.mark.parametrize("method", ["maml", "fo_maml", "reptile"])
+def test_freeze_pattern_is_refused_by_methods_without_a_stencil(method):
+    model = CNN1D(width=4, activation="relu")
+    supports, queries = batch_of_episodes(n_tasks=2, dtype=torch.float32)
+    with pytest.raises(ValueError, match="freeze_pattern=True applies to fob_forward and fob_symmetric only"):
+        meta_gradient_batch(model, supports, queries, method=method, alpha=ALPHA, freeze_pattern=True)
+
+
+def test_a_kink_that_cannot_be_frozen_is_reported():
+    torch.manual_seed(5)
+    hidden = kinky(FunctionalReLU().double(), steps=30)
+    visible = nn.Sequential(hidden.conv, nn.ReLU(inplace=True), nn.Flatten(), hidden.head)  # same function, a module
+    supports, queries = batch_of_episodes(n_tasks=8, seed=6)
+    kw = dict(method="fob_symmetric", alpha=ALPHA, delta=3e-2, freeze_pattern=True, kink_check=0.5, return_info=True)
+    with pytest.warns(UserWarning, match="calls relu outside them"):
+        g_hidden, info_hidden = meta_gradient_batch(hidden, supports, queries, **kw)
+    g_visible, info_visible = meta_gradient_batch(visible, supports, queries, **kw)
+    assert info_hidden.unfrozen_kinks == ["relu"] and info_visible.unfrozen_kinks == []
+    assert info_hidden.kink_suspects >= 1 and info_visible.kink_suspects == 0
+    # the in-place ReLU module is frozen correctly: its estimate is the one of autograd's piece
+    reference = flat(meta_gradient_batch(visible, supports, queries, method="maml", alpha=ALPHA))
+    frozen = flat(meta_gradient_batch(visible, supports, queries, method="fob_symmetric", alpha=ALPHA, delta=1e-5,
+                                      freeze_pattern=True))
+    assert ((frozen - reference).norm(dim=1) / reference.norm(dim=1)).max() < 1e-8
+
+
+def test_replaying_checks_that_the_forward_matches_the_recording():
+    model = CNN1D(width=4, activation="relu").double()
+    x = torch.randn(3, 1, 40, dtype=torch.float64)
+    with PatternHooks(model) as hooks:
+        with hooks.recording() as patterns:
+            plain = model(x)
+        with hooks.replaying(patterns):
+            assert torch.equal(model(x), plain)  # replaying at the anchor itself changes nothing
+        with pytest.raises(ValueError, match="were not used"):
+            with hooks.replaying(patterns + patterns[:1]):
+                model(x)
+
+
+def test_single_task_meta_gradient_accepts_freeze_pattern():
+    torch.manual_seed(6)
+    model = kinky(CNN1D(width=6, activation="relu").double(), steps=20)
+    (xs, ys), (xq, yq) = batch_of_episodes(n_tasks=1, seed=8)
+    support, query = (xs[0], ys[0]), (xq[0], yq[0])
+    ref = meta_gradient(model, support, query, method="maml", alpha=ALPHA)
+    est = meta_gradient(model, support, query, method="fob_symmetric", alpha=ALPHA, delta=1e-5, freeze_pattern=True)
+    num = torch.cat([(est[n] - ref[n]).reshape(-1) for n in ref]).norm()
+    assert num / torch.cat([r.reshape(-1) for r in ref.values()]).norm() < 1e-8
