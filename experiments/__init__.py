@@ -8,7 +8,8 @@ Each experiment module defines
     plot(results, out_dir) -> [Path]     the figure(s), from the results alone
 
 and :func:`execute` runs one: config, run, atomic JSON, figure, claims printed;
-:func:`reproduce` runs them all and writes the claims ledger.
+:func:`reproduce` runs them all and writes the claims ledger. ``run_parallel`` is no
+experiment: it trains the MNIST-1D campaign's runs in worker processes.
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ COMMANDS = {
     "smoothness": "smoothness",
     "optimize": "optimize",
     "mnist1d": "mnist1d",
+    "select": "mnist1d_select",
     "fidelity": "mnist1d_fidelity",
     "memory": "memory",
+    "memory-scale": "memory_scale",
 }
 # module (results file) -> heading in the claims ledger
 TITLES = {
@@ -36,8 +39,11 @@ TITLES = {
     "smoothness": "(L0, L1)-smoothness of the MAML objective (paper claim 3)",
     "optimize": "Meta-training: biased plateaus and normalized step sizes (paper claims 1, 3)",
     "mnist1d": "MNIST-1D few-shot learning with CNNs (paper claim 4, accuracy)",
+    "mnist1d_select": "MNIST-1D fair baselines: each method at its own (alpha, K) chosen on validation; "
+                      "accuracy against time and memory (paper claim 4)",
     "mnist1d_fidelity": "MNIST-1D: finite differences against MAML on networks with kinks, error tails (paper claim 4)",
     "memory": "Memory and time per meta-gradient (paper claim 4, activation bottleneck)",
+    "memory_scale": "Memory at scale from shapes: where each method runs out of a card; checkpointed FO-B (paper claim 4)",
 }
 
 

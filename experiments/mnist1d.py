@@ -16,7 +16,8 @@ The fidelity of the finite differences (error tails against MAML) is its own exp
 **Runs.** Each run (one *unit*: activation, shots, method, variant, seed) trains by
 :func:`train`. Its finished result, a small JSON, is written atomically to
 ``<results_dir>/<run key>/<run name>.json`` (``results_dir`` = ``figures/mnist1d-runs`` by
-default, so it is committed); checkpoints (every ``checkpoint_every`` steps) and weight
+default, relative to the working directory: run from the repository root, and the results
+are committed; quick runs keep them in the cache); checkpoints (every ``checkpoint_every`` steps) and weight
 snapshots stay in the cache, ``<checkpoint_dir or ~/.cache/fobtheory/mnist1d-runs>/<run key>/``.
 The run key ``v<TRAINING_VERSION>-<hash>`` hashes every config entry that shapes a run's
 numbers (all but :data:`PLAN_KEYS`), so a result is reused only by the same configuration
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -216,6 +216,13 @@ def _save(obj, path: Path):
     tmp.replace(path)
 
 
+def _timed(fn, device):
+    """``(fn(), seconds)``; on CUDA the queued kernels are waited for at both ends."""
+    out = []
+    seconds = wall_time(lambda: out.append(fn()), device)
+    return out[0], seconds
+
+
 class _NoProgress:
     def update(self, n=1):
         pass
@@ -277,12 +284,17 @@ def train(cfg, data, *, activation, shots, method, seed, guard=False, frozen=Fal
     for step in range(state["step"], cfg["meta_steps"]):
         if step in wanted:
             state["snapshots"][step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        start = time.perf_counter()
-        grads, info = meta_gradient_batch(model, *stack(sampler.batch(cfg["meta_batch"])), **kw)
-        for n, p in model.named_parameters():
-            p.grad = grads[n].mean(0)
-        opt.step()
-        state["seconds"].append(time.perf_counter() - start)
+        batch = stack(sampler.batch(cfg["meta_batch"]))
+
+        def meta_step():
+            grads, info = meta_gradient_batch(model, *batch, **kw)
+            for n, p in model.named_parameters():
+                p.grad = grads[n].mean(0)
+            opt.step()
+            return info
+
+        info, seconds = _timed(meta_step, cfg["device"])
+        state["seconds"].append(seconds)
         if info is not None:
             state["interval"][0] += info.kink_retries
             state["interval"][1] += info.kink_unresolved
@@ -480,7 +492,8 @@ def _claims(summary, results, cfg) -> list[dict]:
     claims = []
     diff = summary["difference_to_maml"]
     for act in cfg["activations"]:
-        cells = [(s, diff[f"{act}/{s}shot/fob_symmetric"]) for s in cfg["shots"] if f"{act}/{s}shot/fob_symmetric" in diff]
+        key = f"{act}/{{}}shot/fob_symmetric"
+        cells = [(s, diff[key.format(s)]) for s in cfg["shots"] if key.format(s) in diff]
         if cells:
             claims.append(_tracking_claim(
                 f"fob_tracks_maml_{act}",

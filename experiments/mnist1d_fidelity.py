@@ -224,7 +224,8 @@ def _claims(t, cfg) -> list[dict]:
             claims.append(claim(
                 "frozen_tail_below_guard_tail",
                 "On the ReLU CNN a frozen pattern bounds the worst task far better than the kink guard",
-                f"maximum relative error over tasks, frozen <= guard / 10 at every checkpoint ({dtype}, delta {delta:g})",
+                f"maximum relative error over tasks, frozen <= guard / 10 at every checkpoint "
+                f"({dtype}, delta {delta:g})",
                 ", ".join(f"step {s}: frozen {f:.2g}, guard {g:.2g}" for s, (f, g) in pairs.items()),
                 verdict(all(f <= g / 10 for f, g in pairs.values()), any(f >= g for f, g in pairs.values()))))
     return claims
@@ -236,8 +237,8 @@ def _highlights(t, cfg) -> list[str]:
     for dtype in cfg["dtypes"]:
         delta = FROZEN_BOUNDS[dtype][0]
         for act in cfg["activations"]:
-            cells = [f"{label} {t.at('median', act, dtype, last, est, delta):.2g} / "
-                     f"{t.at('p90', act, dtype, last, est, delta):.2g} / {t.at('max', act, dtype, last, est, delta):.2g}"
+            cells = [f"{label} " + " / ".join(f"{t.at(stat, act, dtype, last, est, delta):.2g}"
+                                              for stat in ("median", "p90", "max"))
                      for est, label in ESTIMATORS.items() if est[0] == "fob_symmetric"]
             lines.append(f"{NETWORKS[act]}, {dtype}, delta {delta:g}, after {last} MAML steps, relative error against "
                          f"float64 MAML over {cfg['episodes']} test tasks, median / p90 / max: " + ", ".join(cells))
@@ -285,8 +286,8 @@ def plot(results: dict, out_dir) -> list[Path]:
     deltas = summary["deltas"]
     maml = {(r["activation"], r["dtype"], r["step"]): r["max"] for r in summary["tails"] if r["method"] == "maml"}
     with plotting.style():
-        fig, axes = plotting.plt.subplots(len(dtypes), len(acts) + 1, figsize=(4.4 * (len(acts) + 1), 3.9 * len(dtypes)),
-                                          squeeze=False)
+        fig, axes = plotting.plt.subplots(len(dtypes), len(acts) + 1, squeeze=False,
+                                          figsize=(4.4 * (len(acts) + 1), 3.9 * len(dtypes)))
         for i, dtype in enumerate(dtypes):
             for j, act in enumerate(acts):
                 ax = axes[i][j]

@@ -41,10 +41,14 @@ EXPERIMENT_HELP = {
     "smoothness": "(L0, L1)-smoothness of the MAML objective (claim 3)",
     "optimize": "meta-training with each estimator and optimizer (claims 1, 3)",
     "mnist1d": "few-shot MNIST-1D with CNNs: accuracy of each method (claim 4)",
+    "select": "MNIST-1D fair baselines: each method at its own (alpha, K) chosen on validation episodes, "
+              "the full protocol there, accuracy against time and memory (claim 4)",
     "fidelity": "MNIST-1D: error tails of the finite differences against MAML, plain, guarded, frozen (claim 4)",
     "memory": "peak memory and time per meta-gradient against width and inner steps (claim 4)",
+    "memory-scale": "peak memory at scale from shapes (meta device): what fits an 80 GB / 141 GB card; "
+                    "checkpointed FO-B (claim 4)",
 }
-TORCH_EXPERIMENTS = ("mnist1d", "fidelity", "memory")
+TORCH_EXPERIMENTS = ("mnist1d", "select", "fidelity", "memory", "memory-scale")
 
 
 def experiment(args) -> int:
@@ -53,6 +57,11 @@ def experiment(args) -> int:
     overrides = {key: getattr(args, key) for key in ("methods", "shots", "seeds", "activations", "variants")
                  if getattr(args, key, None) is not None}
     device = resolve_device(getattr(args, "device", "cpu"))
+    if getattr(args, "plan", False):
+        from .experiments.mnist1d_select import make_config, plan
+
+        print(plan(make_config(args)))
+        return 0
     execute(args.command, quick=args.quick, seed=args.seed, out=output_folder(args.out, args.quick), device=device,
             overrides=overrides)
     return 0
@@ -166,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--variants", nargs="+", default=None,
                            help="plain guard frozen (default all): plain methods, FO-B symmetric with the kink guard, "
                                 "FO-B with frozen activation patterns")
+        if name == "select":
+            p.add_argument("--methods", "--method", nargs="+", default=None,
+                           help="maml fo_maml reptile fob_forward fob_symmetric (default: all)")
+            p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
+            p.add_argument("--plan", action="store_true",
+                           help="print the campaign's cost in process-hours and the units not committed yet, then stop")
     p = sub.add_parser("claims", help="print the claims ledger of a results folder and write its CLAIMS.md")
     p.add_argument("--out", default=None, help="results folder (default figures/)")
     p.add_argument("--readme", default=None, help="also rewrite the claims and verdicts blocks of this README")

@@ -55,7 +55,8 @@ def collect(folder) -> list[dict]:
     rows = []
     for path in paths:
         results = load_results(path)
-        figures = sorted(p.name for p in folder.glob(f"{path.stem}*.png"))
+        longer = [q.stem for q in paths if q.stem.startswith(path.stem) and q != path]  # mnist1d_fidelity's own
+        figures = sorted(p.name for p in folder.glob(f"{path.stem}*.png") if not any(p.stem.startswith(s) for s in longer))
         highlights = results["summary"].get("highlights", [])
         for c in results["claims"]:
             rows.append(dict(c, experiment=results["experiment"], results=path.name, figures=figures,

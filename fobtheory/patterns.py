@@ -76,8 +76,8 @@ def pattern_of(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
         return _pool(module, z)[1]
     if isinstance(module, nn.Hardtanh):
         return (z > module.min_val).to(torch.uint8) + (z >= module.max_val).to(torch.uint8)
-    if isinstance(module, nn.LeakyReLU):
-        return torch.where(z > 0, 1.0, module.negative_slope).to(z.dtype)
+    if isinstance(module, nn.LeakyReLU):  # the slope in z's precision (a float32 0.01 is off by 2e-8)
+        return torch.where(z > 0, torch.ones_like(z), torch.full_like(z, module.negative_slope))
     return z > 0
 
 

@@ -39,5 +39,6 @@ def test_readme_commands_work_in_a_new_virtual_environment(tmp_path):
         assert done.returncode == 0, f"{name}: `{command}` failed\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert (clone / "runs" / "quick" / "CLAIMS.md").exists()
     assert sorted(p.name for p in (clone / "runs" / "quick").glob("*.json")) == \
-        ["bias_rates.json", "memory.json", "mnist1d.json", "mnist1d_fidelity.json", "optimize.json", "smoothness.json"]
+        ["bias_rates.json", "memory.json", "memory_scale.json", "mnist1d.json", "mnist1d_fidelity.json",
+         "mnist1d_select.json", "optimize.json", "smoothness.json"]
     print("fresh machine:", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))

@@ -133,3 +133,11 @@ def test_claims_command_fills_the_verdicts_block_too(tmp_path, monkeypatch):
     assert ledger.readme_block(readme) == ledger.markdown(rows, f"{tmp_path.as_posix()}/")
     assert ledger.verdicts_markdown(rows) in (tmp_path / "CLAIMS.md").read_text()
     assert not ledger.update_readme(readme, rows, f"{tmp_path.as_posix()}/")  # idempotent
+
+
+def test_a_figure_goes_to_the_results_file_whose_name_it_extends_most(tmp_path):
+    write(tmp_path, "mnist1d", [claim("a", "s", "e", "m", "confirmed")])
+    write(tmp_path, "mnist1d_fidelity", [claim("b", "s", "e", "m", "confirmed")])
+    (tmp_path / "mnist1d_extra.png").write_bytes(b"png")
+    figures = {r["id"]: r["figures"] for r in ledger.collect(tmp_path)}
+    assert figures == {"a": ["mnist1d.png", "mnist1d_extra.png"], "b": ["mnist1d_fidelity.png"]}

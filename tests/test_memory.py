@@ -162,7 +162,8 @@ def test_the_kink_guard_is_its_worst_case_on_meta():
     never = peak_bytes(model, S, Q, device="cpu", kink_tol=1e9, **kw)
     assert peak_bytes(model, S, Q, kink_tol=1e9, **kw) == peak_bytes(model, S, Q, kink_tol=1e-9, **kw) > never
     with torch.device("meta"):
-        meta_model, meta_S, meta_Q = CNN1D(width=12, depth=3), tuple(t.to("meta") for t in S), tuple(t.to("meta") for t in Q)
+        meta_model = CNN1D(width=12, depth=3)
+    meta_S, meta_Q = tuple(t.to("meta") for t in S), tuple(t.to("meta") for t in Q)
     _, info = meta_gradient_batch(meta_model, meta_S, meta_Q, kink_tol=1e9, return_info=True, **kw)
     assert info.kink_retries == 3 * 3 * 3  # steps x tasks x retries
 

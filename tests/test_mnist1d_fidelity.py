@@ -70,7 +70,10 @@ def test_frozen_differences_converge_to_maml_at_rate_two_on_kinked_nets(done):
 
 
 def test_a_second_run_reuses_the_maml_runs_and_their_snapshots(done, tiny, monkeypatch):
-    monkeypatch.setattr(mnist1d, "meta_gradient_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    def never(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(mnist1d, "meta_gradient_batch", never)
     again = fid.run(tiny)
     first = [r for r in done[0]["records"] if r["kind"] == "fidelity"]
     assert [r for r in again["records"] if r["kind"] == "fidelity"] == first

@@ -1,0 +1,674 @@
+"""Memory at scale from shapes alone: where each method runs out of an 80 GB and a 141 GB
+card, and a memory budget for FO-B's iterates (``checkpoint_every``).
+
+:func:`fobtheory.memory.peak_bytes` on torch's ``meta`` device runs the meta-gradient on
+shape-only tensors: the meter's peak without arithmetic, so a width-1024, depth-12 network
+with K = 50 and 64 tasks is measured in seconds. Three parts, one results file:
+
+1. **validation**: meta peak against the CPU meter (both by ``peak_bytes``, measured here:
+   the program may have changed since the committed CPU run) for every variant on the grid
+   of the CPU memory run (``experiments/memory.py``: both settings, every K) up to width 64
+   (the CPU side of widths 128 and 250 would take most of an hour), to the byte.
+2. **frontier**: for each variant and card, the largest width (a multiple of 32, up to 1024)
+   whose predicted CUDA bytes, ``margin x`` meta peak, fit the card: along K at the heaviest
+   depth, meta-batch and signal length, and over depth, meta-batch and length at one K.
+   The margin of a method is the largest ``(cuda_max_allocated + parameters + data) / CPU
+   peak`` over the H100 run's records (``figures/cuda/memory.json``) whose CPU peak is at
+   least ``margin_floor_mib`` (below, a fixed workspace of up to 14 MB dominates the ratio).
+   The search bisects the width (the peak grows with it), probing first the answer of a
+   smaller configuration (the peak grows with K, depth, meta-batch and length too), so the
+   frontier width is always measured to fit; the summary counts violations of that
+   monotonicity among all measured points. Cards are nominal decimal GB (80e9, 141e9
+   bytes), below the ~78 GiB and ~139 GiB that torch reports usable: the gap is left to
+   the CUDA context and the allocator's fragmentation.
+3. **checkpoints**: ``checkpoint_every = c`` in the heavy setting of the memory run at
+   width 250, K 10 and 50: peak (meta), gradient calls (``EstimateInfo``) and, at the timed
+   K, the median CPU time of interleaved repeats, against FO-MAML's peak and the lean
+   variant's time. At the untimed K, ``predicted_seconds`` = calls x the lean variant's
+   seconds per call at the timed K (a prediction, not a measurement).
+
+Signal lengths: mnist1d's ``final_seq_length`` (40 by default) and ``template_len +
+padding[1]`` (72), the length of its signals before they are subsampled.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+from fobtheory import plotting
+from fobtheory.experiments.memory import LEAN, VARIANTS as MEMORY_VARIANTS, _episodes
+from fobtheory.experiments.memory import config as memory_config
+from fobtheory.memory import measure, peak_bytes, wall_time
+from fobtheory.nn import CNN1D, meta_gradient_batch
+from fobtheory.progress import track
+from fobtheory.results import claim, load_results, make_results, save_figure, verdict
+
+NAME = "memory_scale"
+GB, MIB = 10**9, 2**20
+# label -> (method, options); fob_symmetric_ckpt adds checkpoint_every = ceil(sqrt(K))
+VARIANTS = {**MEMORY_VARIANTS, "reptile": ("reptile", {}),
+            "fob_symmetric_ckpt": ("fob_symmetric", dict(stack_stencil=False))}
+ORDER = ["maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric", "fob_symmetric_lean", "fob_symmetric_ckpt"]
+
+
+def mnist1d_lengths() -> list[int]:
+    """mnist1d's default ``final_seq_length`` and the length before subsampling."""
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    return [args["final_seq_length"], args["template_len"] + args["padding"][1]]
+
+
+def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
+    short, long = mnist1d_lengths()
+    mem = memory_config(quick=quick)
+    validation = dict(settings=mem["settings"], widths=[w for w in mem["widths"] if w <= (16 if quick else 64)],
+                      inner_steps=mem["inner_steps"], **{k: mem[k] for k in ("ways", "length", "alpha", "delta")})
+    cfg = dict(
+        ways=5, shots=5, queries=15, alpha=0.4, delta=1e-3, variants=list(ORDER),
+        cards={"80 GB": 80 * GB, "141 GB": 141 * GB}, widths=list(range(32, 1025, 32)),
+        along_K=dict(depth=12, meta_batch=64, length=long, inner_steps=[1, 5, 10, 20, 50]),
+        across=dict(inner_steps=10, depths=[3, 6, 12], meta_batches=[16, 64], lengths=[short, long]),
+        cpu_reference="figures/memory.json", cuda_reference="figures/cuda/memory.json",
+        validation=validation, margin_floor_mib=100, default_margin=1.15,
+        checkpoints=dict(width=250, depth=6, meta_batch=16, length=short, inner_steps=[10, 50],
+                         every={"10": [1, 2, 3, 4, 5, 7, 10], "50": [1, 2, 3, 5, 7, 10, 17, 25, 50]},
+                         timed_inner_steps=10, timed_every=[2, 5], repeats=3, peak_limit=1.5, time_limit=0.7),
+        torch_threads=1, seed=seed, device=device,
+    )
+    if quick:
+        cfg.update(cards={"small": 12 * MIB, "large": 40 * MIB}, widths=list(range(8, 65, 8)),
+                   along_K=dict(depth=3, meta_batch=4, length=short, inner_steps=[1, 3]),
+                   across=dict(inner_steps=3, depths=[3], meta_batches=[2, 4], lengths=[short]),
+                   checkpoints=dict(width=16, depth=3, meta_batch=2, length=short, inner_steps=[4],
+                                    every={"4": [1, 2, 4]}, timed_inner_steps=4, timed_every=[2], repeats=1,
+                                    peak_limit=1.5, time_limit=0.7))
+    return cfg
+
+
+def variant_options(variant: str, K: int) -> tuple[str, dict]:
+    method, options = VARIANTS[variant]
+    if variant == "fob_symmetric_ckpt":
+        options = {**options, "checkpoint_every": math.ceil(math.sqrt(K))}
+    return method, options
+
+
+def shape_only_batch(cfg, width, depth, meta_batch, length, shots=None, queries=None):
+    """A CNN1D and a meta-batch of episodes on the meta device (shapes only)."""
+    shots, queries = shots or cfg["shots"], queries or cfg["queries"]
+    with torch.device("meta"):
+        model = CNN1D(width=width, depth=depth, n_classes=cfg["ways"], length=length)
+        def pair(n):
+            return torch.empty(meta_batch, n, 1, length), torch.empty(meta_batch, n, dtype=torch.long)
+
+        return model, pair(cfg["ways"] * shots), pair(cfg["ways"] * queries)
+
+
+class Peaks:
+    """Shape-only peaks, each configuration measured once and appended to ``records``."""
+
+    def __init__(self, cfg, records: list, progress):
+        self.cfg, self.records, self.progress, self.cache = cfg, records, progress, {}
+        self.progress_label = None
+
+    def __call__(self, variant, width, depth, K, B, L, part="frontier", shots=None, queries=None,
+                 **extra) -> int:
+        """The peak of one configuration; ``extra`` fields go into its record."""
+        key = (variant, width, depth, K, B, L, shots, queries)
+        if key not in self.cache:
+            method, options = variant_options(variant, K)
+            model, S, Q = shape_only_batch(self.cfg, width, depth, B, L, shots, queries)
+            start = time.perf_counter()
+            peak = peak_bytes(model, S, Q, method=method, alpha=self.cfg["alpha"], inner_steps=K,
+                              delta=self.cfg["delta"], **options)
+            self.records.append(dict(
+                part=part, method=method, variant=variant, width=width, depth=depth, inner_steps=K, meta_batch=B,
+                length=L, shots=shots or self.cfg["shots"], queries=queries or self.cfg["queries"],
+                checkpoint_every=options.get("checkpoint_every"), parameters=sum(p.numel() for p in model.parameters()),
+                peak_bytes=peak, seconds=time.perf_counter() - start, **extra))
+            self.cache[key] = peak
+            self.progress.update(1)
+            if self.progress_label != (part, variant):
+                self.progress.set_postfix_str(f"{part}: {variant}")
+                self.progress_label = (part, variant)
+        return self.cache[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# margins from the H100 run
+
+
+def cuda_margins(cuda: dict | None, cpu: dict | None, floor_bytes: int, default: float) -> dict:
+    """Per method: the largest ``(cuda_max_allocated + parameters + data) / CPU peak`` over
+    the CUDA run's records with a CPU peak >= ``floor_bytes`` (``ratio``), over all records
+    (``worst``), and the count. ``cuda_max_allocated`` counts from the allocation of the
+    parameters and data, which the meter counts: they are added back. Methods the CUDA run
+    lacks get ``default`` (no reference at all) or, for reptile (gradient calls only, like
+    FO-MAML), the largest first-order ratio."""
+    out = {}
+    if cuda is not None and cpu is not None:
+        ccfg = cuda["config"]
+        key = lambda r: (r["setting"], r["variant"], r["width"], r["inner_steps"])  # noqa: E731
+        reference = {key(r): r for r in cpu["records"]}
+        for r in cuda["records"]:
+            q = reference.get(key(r))
+            if q is None or r.get("cuda_max_allocated") is None:
+                continue
+            st = ccfg["settings"][r["setting"]]
+            data = st["meta_batch"] * ccfg["ways"] * (st["shots"] + st["queries"]) * (4 * ccfg["length"] + 8)
+            ratio = (r["cuda_max_allocated"] + 4 * r["parameters"] + data) / q["peak_bytes"]
+            m = out.setdefault(r["method"], dict(ratio=0.0, worst=0.0, records=0, source="figures/cuda"))
+            m["worst"] = max(m["worst"], ratio)
+            if q["peak_bytes"] >= floor_bytes:
+                m["ratio"], m["records"] = max(m["ratio"], ratio), m["records"] + 1
+    first_order = [out[m]["ratio"] for m in ("fo_maml", "fob_forward", "fob_symmetric") if m in out]
+    for method in ("maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric"):
+        if method not in out or out[method]["records"] == 0:
+            borrowed = method == "reptile" and first_order
+            out[method] = dict(ratio=max(first_order) if borrowed else default, worst=None, records=0,
+                               source="largest first-order ratio" if borrowed else "default")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the frontier: largest width that fits
+
+
+def largest_fitting(fits, lo: int, hi: int) -> int:
+    """The largest index i in (lo, hi] with ``fits(i)``, else ``lo`` (known to fit, or -1),
+    for a predicate true up to some index and false after. ``hi`` is probed first: a bound
+    from a smaller configuration is often the answer."""
+    first = True
+    while lo < hi:
+        mid = hi if first else (lo + hi + 1) // 2
+        first = False
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _dominated(a: tuple, b: tuple, by_K: bool) -> bool:
+    """Configuration ``a = (K, depth, B, L)`` is at most ``b`` in every coordinate (K only
+    when the variant's options do not change with K)."""
+    return (a[0] <= b[0] if by_K else a[0] == b[0]) and all(x <= y for x, y in zip(a[1:], b[1:]))
+
+
+def frontier(cfg, peaks: Peaks, margins: dict, groups: list[tuple]) -> list[dict]:
+    """For each variant, card and group ``(K, depth, B, L)``: the largest width of
+    ``cfg['widths']`` whose predicted bytes fit the card (None when none fits)."""
+    widths, cards = cfg["widths"], sorted(cfg["cards"].items(), key=lambda kv: kv[1])
+    solved, rows = {}, []
+    for variant in cfg["variants"]:
+        method = VARIANTS[variant][0]
+        margin = margins[method]["ratio"]
+        by_K = variant != "fob_symmetric_ckpt"
+        for group in sorted(groups):
+            K, depth, B, L = group
+            lo = -1
+            for card, capacity in cards:
+                bounds = [i for (v, c, g), i in solved.items()
+                          if v == variant and c == card and _dominated(g, group, by_K)]
+                hi = min(bounds, default=len(widths) - 1)
+                fits = lambda i: margin * peaks(variant, widths[i], depth, K, B, L) <= capacity  # noqa: E731
+                lo = largest_fitting(fits, min(lo, hi), hi)
+                solved[(variant, card, group)] = lo
+                width = widths[lo] if lo >= 0 else None
+                peak = peaks.cache.get((variant, width, depth, K, B, L, None, None)) if width else None
+                rows.append(dict(variant=variant, method=method, card=card, capacity=capacity, inner_steps=K,
+                                 depth=depth, meta_batch=B, length=L, width=width, peak_bytes=peak, margin=margin,
+                                 predicted_bytes=None if peak is None else margin * peak))
+    return rows
+
+
+def monotonicity_violations(records: list[dict]) -> tuple[int, int]:
+    """Pairs of measured frontier points of one variant where a configuration at most another
+    in every coordinate (width, K, depth, meta-batch, length) has a larger peak; and the
+    number of such comparable pairs."""
+    by_variant: dict[str, list] = {}
+    for r in records:
+        if r["part"] == "frontier":
+            by_variant.setdefault(r["variant"], []).append(r)
+    bad = pairs = 0
+    for variant, rows in by_variant.items():
+        by_K = variant != "fob_symmetric_ckpt"
+        for a in rows:
+            for b in rows:
+                if a is b:
+                    continue
+                ka = (a["inner_steps"], a["width"], a["depth"], a["meta_batch"], a["length"])
+                kb = (b["inner_steps"], b["width"], b["depth"], b["meta_batch"], b["length"])
+                if _dominated(ka, kb, by_K):
+                    pairs += 1
+                    bad += a["peak_bytes"] > b["peak_bytes"]
+    return bad, pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# parts
+
+
+def _validate(cfg, peaks: Peaks) -> list[dict]:
+    """Meta peaks against the CPU meter (both by :func:`peak_bytes`) on the memory run's grid."""
+    val, rows = cfg["validation"], []
+    for variant in cfg["variants"]:
+        for name, st in val["settings"].items():
+            for width in val["widths"]:
+                for K in val["inner_steps"]:
+                    method, options = variant_options(variant, K)
+                    torch.manual_seed(cfg["seed"])
+                    model = CNN1D(width=width, depth=st["depth"], n_classes=val["ways"], length=val["length"])
+                    supports, queries = _episodes(dict(val, seed=cfg["seed"]), st, "cpu")
+                    kw = dict(method=method, alpha=val["alpha"], inner_steps=K, delta=val["delta"], **options)
+                    start = time.perf_counter()
+                    cpu = peak_bytes(model, supports, queries, device="cpu", **kw)
+                    cpu_seconds = time.perf_counter() - start
+                    meta = peaks(variant, width, st["depth"], K, st["meta_batch"], val["length"], part="validation",
+                                 shots=st["shots"], queries=st["queries"], setting=name, cpu_peak_bytes=cpu,
+                                 cpu_seconds=cpu_seconds)
+                    rows.append(dict(setting=name, variant=variant, width=width, inner_steps=K, meta=meta, cpu=cpu))
+    return rows
+
+
+def _checkpoints(cfg, records: list, progress) -> None:
+    """Peak (meta), gradient calls and, at the timed K, CPU time per ``checkpoint_every``."""
+    ck = cfg["checkpoints"]
+    width, depth, B, L = ck["width"], ck["depth"], ck["meta_batch"], ck["length"]
+    common = dict(alpha=cfg["alpha"], delta=cfg["delta"])
+    for K in ck["inner_steps"]:
+        plan = [("fo_maml", "fo_maml", {}, None), ("fob_symmetric", "fob_symmetric", {}, None),
+                ("fob_symmetric_lean", "fob_symmetric", LEAN, None)]
+        plan += [("fob_symmetric_ckpt", "fob_symmetric", dict(stack_stencil=False, checkpoint_every=c), c)
+                 for c in ck["every"][str(K)]]
+        model, S, Q = shape_only_batch(cfg, width, depth, B, L)
+        for variant, method, options, c in plan:
+            infos = []
+            start = time.perf_counter()
+            peak = measure(lambda: infos.append(meta_gradient_batch(model, S, Q, method=method, inner_steps=K,
+                                                                    return_info=True, **common, **options)[1]),
+                           *model.parameters(), *S, *Q, device="meta").peak_bytes
+            records.append(dict(part="checkpoint", method=method, variant=variant, checkpoint_every=c, width=width,
+                                depth=depth, inner_steps=K, meta_batch=B, length=L, shots=cfg["shots"],
+                                queries=cfg["queries"], peak_bytes=peak, grad_calls=infos[0].grad_calls,
+                                meta_seconds=time.perf_counter() - start, seconds=None, times=None))
+            progress.update(1)
+        progress.set_postfix_str(f"checkpoints: K {K} measured")
+    _time_checkpoints(cfg, records, progress)
+
+
+def _time_checkpoints(cfg, records: list, progress) -> None:
+    """Median CPU time of interleaved repeats at the timed K; predicted seconds elsewhere."""
+    ck, device = cfg["checkpoints"], cfg["device"]
+    K = ck["timed_inner_steps"]
+    rows = [r for r in records if r["part"] == "checkpoint" and r["inner_steps"] == K and
+            (r["variant"] in ("fo_maml", "fob_symmetric_lean") or r["checkpoint_every"] in ck["timed_every"])]
+    torch.manual_seed(cfg["seed"])
+    model = CNN1D(width=ck["width"], depth=ck["depth"], n_classes=cfg["ways"], length=ck["length"]).to(device)
+    supports, queries = _episodes(dict(cfg, length=ck["length"]), dict(meta_batch=ck["meta_batch"], shots=cfg["shots"],
+                                                                      queries=cfg["queries"]), device)
+    calls = {}
+    for r in rows:
+        options = LEAN if r["variant"] == "fob_symmetric_lean" else (
+            dict(stack_stencil=False, checkpoint_every=r["checkpoint_every"]) if r["checkpoint_every"] else {})
+        calls[id(r)] = (lambda m=r["method"], o=options: meta_gradient_batch(
+            model, supports, queries, method=m, alpha=cfg["alpha"], inner_steps=K, delta=cfg["delta"], **o))
+        r["times"] = []
+    for rep in range(ck["repeats"]):
+        for r in rows:
+            r["times"].append(wall_time(calls[id(r)], device))
+            progress.update(1)
+        progress.set_postfix_str(f"timing: K {K}, repeat {rep + 1} of {ck['repeats']} done")
+    for r in rows:
+        r["seconds"] = float(np.median(r["times"]))
+    lean = next(r for r in rows if r["variant"] == "fob_symmetric_lean")
+    per_call = lean["seconds"] / lean["grad_calls"]
+    for r in records:
+        if r["part"] == "checkpoint" and r["seconds"] is None and r["variant"] in ("fob_symmetric_lean",
+                                                                                  "fob_symmetric_ckpt"):
+            r["predicted_seconds"] = r["grad_calls"] * per_call
+
+
+def run(cfg: dict) -> dict:
+    unknown = set(cfg["variants"]) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"variants must be among {list(VARIANTS)}, got {sorted(unknown)}")
+    references = {}
+    for name in ("cpu_reference", "cuda_reference"):
+        path = Path(cfg[name]) if cfg[name] else None
+        references[name] = load_results(path) if path is not None and path.exists() else None
+    margins = cuda_margins(references["cuda_reference"], references["cpu_reference"], cfg["margin_floor_mib"] * MIB,
+                           cfg["default_margin"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg["torch_threads"] or before)  # more threads than free cores: tens of times slower
+    try:
+        records, rows, validation, claim_points, corner, seconds = _measure(cfg, margins)
+    finally:
+        torch.set_num_threads(before)
+    summary = summarize(cfg, records, rows, validation, margins, claim_points, corner, cfg_along(cfg), seconds)
+    return make_results(NAME, cfg, records, summary, claims(cfg, summary), device=cfg["device"])
+
+
+def cfg_along(cfg) -> list[tuple]:
+    ak = cfg["along_K"]
+    return [(K, ak["depth"], ak["meta_batch"], ak["length"]) for K in ak["inner_steps"]]
+
+
+def _measure(cfg, margins):
+    records: list[dict] = []
+    with track(desc="memory_scale", unit="point") as progress:
+        peaks = Peaks(cfg, records, progress)
+        start = time.perf_counter()
+        validation = _validate(cfg, peaks)
+        seconds = {"validation": time.perf_counter() - start}
+        ac, along = cfg["across"], cfg_along(cfg)
+        across = [(ac["inner_steps"], d, b, n) for d in ac["depths"] for b in ac["meta_batches"] for n in ac["lengths"]]
+        start = time.perf_counter()
+        rows = frontier(cfg, peaks, margins, sorted(set(along + across)))
+        seconds["frontier"] = time.perf_counter() - start
+        claim_points = _claim_points(cfg, peaks, rows, margins, along)
+        K, depth, B, L = max(along)
+        corner = {v: margins[VARIANTS[v][0]]["ratio"] * peaks(v, max(cfg["widths"]), depth, K, B, L)
+                  for v in cfg["variants"]}
+        start = time.perf_counter()
+        _checkpoints(cfg, records, progress)
+        seconds["checkpoints"] = time.perf_counter() - start
+    return records, rows, validation, claim_points, corner, seconds
+
+
+def _claim_points(cfg, peaks: Peaks, rows: list[dict], margins: dict, along: list[tuple]) -> dict:
+    """For each card and FO-B symmetric variant: at the largest K of the along-K frontier
+    where the variant fits a wider network than MAML, both methods' bytes at the variant's
+    largest width (MAML's measured there if the search skipped it)."""
+    out = {}
+    for card, capacity in cfg["cards"].items():
+        for variant in ("fob_symmetric", "fob_symmetric_lean"):
+            if variant not in cfg["variants"] or "maml" not in cfg["variants"]:
+                continue
+            width_of = {(r["variant"], r["inner_steps"]): r["width"] for r in rows if r["card"] == card
+                        and (r["inner_steps"], r["depth"], r["meta_batch"], r["length"]) in along}
+            wins = [g for g in along if (width_of[(variant, g[0])] or 0) > (width_of[("maml", g[0])] or 0)]
+            if not wins:
+                continue
+            K, depth, B, L = max(wins)
+            width = width_of[(variant, K)]
+            fob, maml = peaks(variant, width, depth, K, B, L), peaks("maml", width, depth, K, B, L)
+            out[f"{card}/{variant}"] = dict(
+                card=card, capacity=capacity, variant=variant, width=width, depth=depth, inner_steps=K, meta_batch=B,
+                length=L, fob_peak=fob, fob_predicted=margins["fob_symmetric"]["ratio"] * fob, maml_peak=maml,
+                maml_predicted=margins["maml"]["ratio"] * maml, maml_width=width_of[("maml", K)],
+                wins=len(wins), groups=len(along))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# summary and claims
+
+
+def _group_text(r) -> str:
+    return f"depth {r['depth']}, meta-batch {r['meta_batch']}, length {r['length']}, K {r['inner_steps']}"
+
+
+def summarize(cfg, records, rows, validation, margins, claim_points, corner, along, seconds) -> dict:
+    out = {"margins": margins, "frontier": rows, "claim_points": claim_points,
+           "seconds_by_part": {k: round(v, 1) for k, v in seconds.items()}}
+    if validation:
+        diffs = [abs(v["meta"] - v["cpu"]) / v["cpu"] for v in validation]
+        out["validation"] = dict(configurations=len(validation), equal=sum(v["meta"] == v["cpu"] for v in validation),
+                                 largest_relative_difference=max(diffs))
+    bad, pairs = monotonicity_violations(records)
+    out["monotonicity"] = dict(violations=bad, comparable_pairs=pairs)
+    out["frontier_points_measured"] = sum(r["part"] == "frontier" for r in records)
+    # along K: the largest width per variant and card
+    out["along_K_widths"] = {card: {v: {r["inner_steps"]: r["width"] for r in rows if r["card"] == card and
+                                        r["variant"] == v and (r["inner_steps"], r["depth"], r["meta_batch"],
+                                                               r["length"]) in along}
+                                    for v in cfg["variants"]} for card in cfg["cards"]}
+    out["largest_configuration"] = dict(zip(("inner_steps", "depth", "meta_batch", "length"), max(along)),
+                                        width=max(cfg["widths"]))
+    out["largest_configuration_bytes"] = corner  # predicted CUDA bytes (margin x meta peak)
+    out["checkpoints"] = _checkpoint_summary(cfg, records)
+    out["highlights"] = _highlights(cfg, out)
+    return out
+
+
+def _checkpoint_summary(cfg, records) -> dict:
+    ck = cfg["checkpoints"]
+    out = {}
+    for K in ck["inner_steps"]:
+        rows = [r for r in records if r["part"] == "checkpoint" and r["inner_steps"] == K]
+        fo = next(r for r in rows if r["variant"] == "fo_maml")
+        lean = next(r for r in rows if r["variant"] == "fob_symmetric_lean")
+        points = []
+        for r in rows:
+            if r["variant"] != "fob_symmetric_ckpt":
+                continue
+            p = dict(checkpoint_every=r["checkpoint_every"], peak_bytes=r["peak_bytes"], grad_calls=r["grad_calls"],
+                     peak_over_fo_maml=r["peak_bytes"] / fo["peak_bytes"],
+                     calls_over_lean=r["grad_calls"] / lean["grad_calls"])
+            if r["seconds"] is not None and lean["seconds"]:
+                p["seconds"], p["time_over_lean"] = r["seconds"], r["seconds"] / lean["seconds"]
+            points.append(p)
+        out[str(K)] = dict(fo_maml_peak=fo["peak_bytes"], lean_peak=lean["peak_bytes"], lean_calls=lean["grad_calls"],
+                           lean_seconds=lean["seconds"], points=points,
+                           stored_stacked_peak=next(r["peak_bytes"] for r in rows if r["variant"] == "fob_symmetric"))
+    K = str(ck["timed_inner_steps"])
+    good = [p for p in out[K]["points"] if "time_over_lean" in p and p["peak_over_fo_maml"] <= ck["peak_limit"]
+            and p["time_over_lean"] <= ck["time_limit"]]
+    out["meets_budget"] = min(good, key=lambda p: p["time_over_lean"]) if good else None
+    return out
+
+
+def _gb(x) -> str:
+    """Decimal GB (MB below one GB), as cards are sold."""
+    if x is None:
+        return "-"
+    return f"{x / GB:.1f} GB" if x >= GB else f"{x / 10**6:.1f} MB"
+
+
+def _highlights(cfg, s) -> list[str]:
+    lines = []
+    if "validation" in s:
+        v = s["validation"]
+        lines.append(f"shape-only (meta) peaks equal the CPU meter on {v['equal']} of {v['configurations']} "
+                     f"configurations (the CPU memory run's grid up to width {max(cfg['validation']['widths'])}, every "
+                     f"variant; largest relative difference {v['largest_relative_difference']:.2g})")
+    lines.append("CUDA margins over the meter (H100 run, CPU peak >= "
+                 f"{cfg['margin_floor_mib']} MiB): "
+                 + ", ".join(f"{m} {d['ratio']:.3f}" for m, d in s["margins"].items()))
+    corner = s["largest_configuration"]
+    lines.append(f"largest configuration (width {corner['width']}, {_group_text(corner)}), predicted CUDA bytes: "
+                 + ", ".join(f"{v} {_gb(b)}" for v, b in s["largest_configuration_bytes"].items()))
+    ak = cfg["along_K"]
+    for card, widths in s["along_K_widths"].items():
+        lines.append(f"{card}, largest width by K (depth {ak['depth']}, meta-batch {ak['meta_batch']}, length "
+                     f"{ak['length']}): " + "; ".join(f"{v} " + "/".join(str(w or 0) for w in ws.values())
+                                                      for v, ws in widths.items())
+                     + f" at K = {'/'.join(str(k) for k in ak['inner_steps'])}")
+    for p in s["claim_points"].values():
+        lines.append(f"{p['card']}: at width {p['width']}, {_group_text(p)}, {p['variant']} needs "
+                     f"{_gb(p['fob_predicted'])} and MAML {_gb(p['maml_predicted'])} "
+                     f"(MAML's largest width there: {p['maml_width'] or 'none'})")
+    ck = s["checkpoints"]
+    for K in (str(k) for k in cfg["checkpoints"]["inner_steps"]):
+        c = ck[K]
+        g = cfg["checkpoints"]
+        lines.append(f"checkpoints, K {K} (width {g['width']}, depth {g['depth']}, meta-batch {g['meta_batch']}): "
+                     "peak / FO-MAML's, "
+                     f"calls: lean {c['lean_peak'] / c['fo_maml_peak']:.2f}, {c['lean_calls']}; " + "; ".join(
+                         f"c={p['checkpoint_every']} {p['peak_over_fo_maml']:.2f}, {p['grad_calls']}"
+                         + (f", time / lean's {p['time_over_lean']:.2f}" if "time_over_lean" in p else "")
+                         for p in c["points"]))
+    return lines
+
+
+def claims(cfg, s) -> list[dict]:
+    out = []
+    if "validation" in s:
+        v = s["validation"]
+        worst = v["largest_relative_difference"]
+        out.append(claim(
+            "meta_peak_equals_cpu_meter",
+            "Peak bytes measured on shape-only (meta) tensors equal the CPU meter's for every method and FO-B variant",
+            "equal to the byte on every configuration of the CPU memory run's grid up to width "
+            f"{max(cfg['validation']['widths'])}, every variant",
+            f"{v['equal']} of {v['configurations']} equal; largest relative difference {worst:.2g}",
+            verdict(v["equal"] == v["configurations"], worst > 0.01)))
+    for key, p in s["claim_points"].items():
+        label = "stored iterates, stacked stencil" if p["variant"] == "fob_symmetric" else "lean"
+        out.append(claim(
+            f"{p['variant']}_fits_where_maml_does_not_{p['card'].replace(' ', '')}",
+            f"FO-B-MAML symmetric ({label}) fits on a card of {p['card']} in configurations where MAML does not",
+            "a configuration where MAML's predicted bytes exceed the card and FO-B's fit",
+            f"width {p['width']}, {_group_text(p)}: MAML {_gb(p['maml_predicted'])} (meter {_gb(p['maml_peak'])}), "
+            f"FO-B {_gb(p['fob_predicted'])} (meter {_gb(p['fob_peak'])}); wider than MAML at {p['wins']} of "
+            f"{p['groups']} values of K",
+            verdict(p["maml_predicted"] > p["capacity"] >= p["fob_predicted"], p["maml_predicted"] <= p["capacity"])))
+    for card, widths in s["along_K_widths"].items():
+        if "maml" in widths and "fob_symmetric_lean" in widths:
+            maml, lean = list(widths["maml"].values()), list(widths["fob_symmetric_lean"].values())
+            ks = list(widths["maml"])
+            shrinks = (maml[-1] or 0) < (maml[0] or 0)
+            flat = (lean[-1] or 0) >= (lean[1 if len(lean) > 1 else 0] or 0)
+            out.append(claim(
+                f"maml_frontier_shrinks_lean_flat_{card.replace(' ', '')}",
+                f"On a card of {card}, MAML's largest width falls as K grows; lean FO-B's does not beyond "
+                f"K = {ks[min(1, len(ks) - 1)]}",
+                f"MAML's largest width at K = {ks[-1]} below its width at K = {ks[0]}; lean FO-B's at K = {ks[-1]} "
+                f"equal to its width at K = {ks[min(1, len(ks) - 1)]}",
+                f"MAML {'/'.join(str(w or 0) for w in maml)}, lean {'/'.join(str(w or 0) for w in lean)} at K = "
+                f"{'/'.join(str(k) for k in ks)}",
+                verdict(shrinks and flat, not shrinks or not flat)))
+    ck, lim = s["checkpoints"], cfg["checkpoints"]
+    K = str(lim["timed_inner_steps"])
+    timed = [p for p in ck[K]["points"] if "time_over_lean" in p]
+    if timed:
+        best = ck["meets_budget"]
+        text = "; ".join(f"c={p['checkpoint_every']}: peak {p['peak_over_fo_maml']:.2f}x FO-MAML's, time "
+                         f"{p['time_over_lean']:.2f}x lean's ({p['grad_calls']} vs {ck[K]['lean_calls']} calls)"
+                         for p in timed)
+        out.append(claim(
+            "checkpoints_between_lean_and_stored",
+            f"FO-B symmetric with checkpoint_every=c needs at most {lim['peak_limit']}x FO-MAML's peak memory in "
+            f"at most {lim['time_limit']}x the lean variant's time (K {K}, width {lim['width']}, heavy setting, CPU)",
+            f"some c with peak <= {lim['peak_limit']}x FO-MAML's and time <= {lim['time_limit']}x lean's",
+            (f"c={best['checkpoint_every']} meets both; " if best else "no c meets both; ") + text,
+            verdict(best is not None, best is None)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# figure
+
+
+def _plain_ticks(axis, ticks=None):
+    """Plain numbers on a log axis (at ``ticks`` when given), no minor labels."""
+    if ticks is not None:
+        axis.set_ticks(ticks, [str(t) for t in ticks])
+    else:
+        axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plot(results: dict, out_dir) -> list[Path]:
+    cfg, s, recs = results["config"], results["summary"], results["records"]
+    path = Path(out_dir) / f"{NAME}.png"
+    colors = dict(plotting.METHOD_COLORS, fob_symmetric_lean=plotting.METHOD_COLORS["fob_symmetric"],
+                  fob_symmetric_ckpt="tab:olive")
+    dashes = {"fob_symmetric_lean": "--", "fob_symmetric_ckpt": "-."}
+    cards = list(cfg["cards"])
+    with plotting.style():
+        fig, axes = plotting.panels(6, width=5.2, height=4.0, cols=3)
+        ax = axes[0]
+        for v in cfg["variants"]:
+            for card, marker in zip(cards, "os"):
+                ws = s["along_K_widths"][card][v]
+                ax.plot([int(k) for k in ws], [w or 0 for w in ws.values()], marker=marker, color=colors.get(v),
+                        linestyle=dashes.get(v, "-"), alpha=1.0 if card == cards[0] else 0.5,
+                        label=f"{v} ({card})" if card == cards[0] else None)
+        ak = cfg["along_K"]
+        ax.set(title=f"largest width that fits (o {cards[0]}, s {cards[-1]}; top = all widths)\ndepth "
+                     f"{ak['depth']}, meta-batch {ak['meta_batch']}, length {ak['length']}", xlabel="inner steps K",
+               ylabel="width", xscale="log")
+        _plain_ticks(ax.xaxis, ak["inner_steps"])
+        ax.legend(fontsize=6)
+        ax = axes[1]
+        ac = cfg["across"]
+        groups = [(d, b, n) for d in ac["depths"] for b in ac["meta_batches"] for n in ac["lengths"]]
+        for i, v in enumerate(cfg["variants"]):
+            ws = {(r["depth"], r["meta_batch"], r["length"]): r["width"] or 0 for r in s["frontier"]
+                  if r["variant"] == v and r["card"] == cards[0] and r["inner_steps"] == ac["inner_steps"]}
+            ax.bar(np.arange(len(groups)) + (i - len(cfg["variants"]) / 2) * 0.11, [ws.get(g, 0) for g in groups],
+                   width=0.11, color=colors.get(v), hatch="//" if v in dashes else None, label=v)
+        ax.set_xticks(range(len(groups)), [f"d{d}\nB{b}\nL{n}" for d, b, n in groups], fontsize=7)
+        ax.set(title=f"largest width that fits {cards[0]}, K = {ac['inner_steps']}", ylabel="width")
+        ax = axes[2]
+        val = [r for r in recs if r["part"] == "validation"]
+        if val:
+            for v in sorted({r["variant"] for r in val}):
+                rows = [r for r in val if r["variant"] == v]
+                ax.scatter([r["cpu_peak_bytes"] / MIB for r in rows], [r["peak_bytes"] / MIB for r in rows], s=12,
+                           color=colors.get(v), label=v)
+            lim = [min(r["cpu_peak_bytes"] for r in val) / MIB, max(r["cpu_peak_bytes"] for r in val) / MIB]
+            ax.plot(lim, lim, color="grey", linewidth=0.8)
+            ax.legend(fontsize=6)
+        ax.set(title="shape-only (meta) peak vs CPU meter\n(grid of the CPU memory run)", xlabel="CPU meter, MiB",
+               ylabel="meta device, MiB", xscale="log", yscale="log")
+        _plain_ticks(ax.xaxis)
+        _plain_ticks(ax.yaxis)
+        ck = s["checkpoints"]
+        lim = cfg["checkpoints"]
+        ax = axes[3]
+        for K, marker in zip(lim["inner_steps"], "os^"):
+            c = ck[str(K)]
+            pts = c["points"]
+            ax.plot([p["grad_calls"] for p in pts], [p["peak_bytes"] / MIB for p in pts], marker=marker,
+                    color=colors["fob_symmetric_ckpt"], label=f"checkpoint_every=c, K {K}")
+            for p in pts:
+                ax.annotate(str(p["checkpoint_every"]), (p["grad_calls"], p["peak_bytes"] / MIB), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+            ax.scatter([c["lean_calls"]], [c["lean_peak"] / MIB], marker="x", color="black", zorder=3,
+                       label="lean" if K == lim["inner_steps"][0] else None)
+            ax.axhline(lim["peak_limit"] * c["fo_maml_peak"] / MIB, color=colors["fo_maml"], linewidth=0.8,
+                       linestyle=":", label=f"{lim['peak_limit']}x FO-MAML, K {K}")
+        ax.set(title=f"checkpoints: peak vs gradient calls\nwidth {lim['width']}, depth {lim['depth']}, "
+                     f"meta-batch {lim['meta_batch']}", xlabel="gradient calls", ylabel="peak, MiB", xscale="log")
+        _plain_ticks(ax.xaxis)
+        ax.legend(fontsize=6)
+        ax = axes[4]
+        c = ck[str(lim["timed_inner_steps"])]
+        timed = [p for p in c["points"] if "time_over_lean" in p]
+        ax.scatter([p["peak_over_fo_maml"] for p in timed], [p["time_over_lean"] for p in timed],
+                   color=colors["fob_symmetric_ckpt"], label="checkpoint_every=c")
+        for p in timed:
+            ax.annotate(f"c={p['checkpoint_every']}", (p["peak_over_fo_maml"], p["time_over_lean"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.scatter([c["lean_peak"] / c["fo_maml_peak"]], [1.0], marker="x", color="black", label="lean")
+        ax.axvline(lim["peak_limit"], color="grey", linestyle=":", linewidth=0.8)
+        ax.axhline(lim["time_limit"], color="grey", linestyle=":", linewidth=0.8)
+        ax.set(title=f"checkpoints, K {lim['timed_inner_steps']}: CPU time vs peak", xlabel="peak / FO-MAML's",
+               ylabel="time / lean's")
+        ax.legend(fontsize=6)
+        ax = axes[5]
+        corner, names = s["largest_configuration"], list(s["largest_configuration_bytes"])
+        ax.barh(range(len(names)), [s["largest_configuration_bytes"][v] / GB for v in names],
+                color=[colors.get(v) for v in names], hatch=None)
+        for card, capacity in cfg["cards"].items():
+            ax.axvline(capacity / GB, color="grey", linestyle=":", linewidth=1)
+            ax.annotate(card, (capacity / GB, len(names) - 0.5), fontsize=7, rotation=90, va="top", ha="right")
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set(title=f"predicted CUDA bytes, width {corner['width']}, depth {corner['depth']}\nmeta-batch "
+                     f"{corner['meta_batch']}, length {corner['length']}, K {corner['inner_steps']}",
+               xlabel="GB (margin x meta peak)", xscale="log", xlim=(10, None))
+        _plain_ticks(ax.xaxis)
+        env = results["environment"]
+        fig.suptitle(f"memory at scale from shapes (meta device); time on {env.get('device')}, torch {env['torch']}")
+        fig.tight_layout()
+        save_figure(fig, path)
+    plotting.close(fig)
+    return [path]

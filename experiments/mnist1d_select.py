@@ -1,0 +1,754 @@
+"""MNIST-1D fair baselines: every method at its own inner step and step count, and its cost
+(DESIGN.md section 4.7).
+
+One results file (``mnist1d_select.json``) and two figures (``mnist1d_select.png``: accuracy
+against time and memory; ``mnist1d_select_grid.png``: the selection grid).
+
+1. **Selection grid** (5-way ``grid_shots``-shot, seed ``grid_seed``, ``grid_meta_steps``
+   meta-steps). Each *variant* (every method on every activation; FO-B forward and symmetric
+   with frozen activation patterns on ``frozen_activations``) is trained at inner step alpha
+   in ``grid_alphas`` x inner steps K in ``grid_inner_steps`` and scored by its mean accuracy
+   on ``eval_episodes`` validation episodes (samples held out of the train split; the test
+   split plays no part in the choice). **Widening:** when the best point lies on the edge of
+   the points tried, its untried neighbours one step along ``alpha_ladder`` or
+   ``inner_steps_ladder`` are added (at most two per variant in the first widening round),
+   for ``grid_rounds`` rounds in all; the ladders' ends bound it too. The chosen setting is the
+   argmax (ties: fewer inner steps, then the smaller alpha). **1-shot reuses the 5-shot
+   choice**: selecting at 1-shot too would double the grid, and the shared protocol also
+   uses one setting for both shot counts, so the two tables differ only in the setting.
+2. **Full protocol** (``seeds``, ``meta_steps``, every shot count, ``eval_episodes`` test
+   episodes) for each variant at its chosen setting (table ``best``) and at the shared one,
+   the config's ``alpha`` and ``inner_steps`` (table ``shared``: the same runs, with the same
+   run keys, as ``fobtheory mnist1d``). For each table, claims: FO-B symmetric (plain, and
+   frozen on ReLU) against MAML, and against the better of FO-MAML and Reptile; differences
+   paired by seed and test episode (every setting is evaluated on the same test episodes).
+3. **Cost**: seconds per meta-step (median, every variant interleaved round by round,
+   :func:`fobtheory.memory.wall_time`) and the meter's peak bytes of one meta-gradient
+   (:func:`fobtheory.memory.peak_bytes`) at each table's setting.
+
+**Units and stages.** Each run is one unit trained by :func:`mnist1d.train` and committed at
+once under ``<results_dir>/<run key>/`` (the key hashes alpha, K, meta-steps, ...), so a
+campaign resumes on any machine and units can run in parallel processes
+(:func:`fobtheory.experiments.run_parallel.run_units`, one unit per process, atomic writes).
+Which units exist depends on results: round r + 1 of a variant's grid on round r, its
+``best`` runs on its whole grid. :func:`jobs` lists the units known now;
+``python -m fobtheory.experiments.mnist1d_select --plan`` prints them with the cost of the
+campaign in process-hours, and ``--workers N`` trains them stage by stage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from fobtheory import plotting
+from fobtheory.experiments import mnist1d
+from fobtheory.memory import peak_bytes, wall_time
+from fobtheory.nn import METHODS, meta_gradient_batch
+from fobtheory.progress import track
+from fobtheory.results import claim, make_results, save_figure, verdict
+
+NAME = "mnist1d_select"
+TABLES = ("shared", "best")
+# entries of this experiment's config that are not entries of a mnist1d run config
+SELECTION_KEYS = ("frozen_activations", "grid_alphas", "grid_inner_steps", "alpha_ladder", "inner_steps_ladder",
+                  "grid_rounds", "grid_meta_steps", "grid_shots", "grid_seed", "cost_rounds")
+TOLERANCE = 1.0  # points of accuracy: "tracks" = within +-TOLERANCE, "at or above" = not below -TOLERANCE
+
+
+def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
+    """mnist1d's config (the full protocol; its ``alpha`` and ``inner_steps`` are the shared
+    setting) with the selection entries."""
+    cfg = mnist1d.config(quick=quick, seed=seed, device=device)
+    for key in ("guarded_activations", "variants"):  # the kink guard is not part of this comparison
+        del cfg[key]
+    cfg.update(frozen_activations=["relu"], grid_alphas=[0.1, 0.4], grid_inner_steps=[1, 5],
+               alpha_ladder=[0.03, 0.1, 0.4, 0.8], inner_steps_ladder=[1, 5, 10], grid_rounds=2,
+               grid_meta_steps=1000, grid_shots=5, grid_seed=seed, timing_rounds=10, cost_rounds=2)
+    if quick:
+        cfg.update(methods=["maml", "fob_symmetric"], frozen_activations=[], grid_inner_steps=[1],
+                   inner_steps_ladder=[1, 2], grid_meta_steps=10, timing_rounds=2, cost_rounds=1)
+    return cfg
+
+
+def _check(cfg):
+    unknown = set(cfg["methods"]) - set(METHODS)
+    if unknown:
+        raise ValueError(f"methods must be among {METHODS}, got {sorted(unknown)}")
+    for grid, ladder in (("grid_alphas", "alpha_ladder"), ("grid_inner_steps", "inner_steps_ladder")):
+        values = cfg[ladder]
+        if not values or list(values) != sorted(set(values)) or values[0] <= 0:
+            raise ValueError(f"{ladder} must be positive and strictly increasing, got {values}")
+        if not cfg[grid] or not set(cfg[grid]) <= set(values):
+            raise ValueError(f"{grid} must be a non-empty subset of {ladder} {values}, got {cfg[grid]}")
+    if any(int(k) != k for k in cfg["inner_steps_ladder"]):
+        raise ValueError(f"inner_steps_ladder must hold integers, got {cfg['inner_steps_ladder']}")
+    for key in ("grid_rounds", "grid_meta_steps", "cost_rounds"):
+        if int(cfg[key]) != cfg[key] or cfg[key] < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {cfg[key]!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# variants, run configs, units
+
+
+class Variant(NamedTuple):
+    """One method on one activation, with or without frozen patterns."""
+
+    activation: str
+    method: str
+    frozen: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.activation}/{self.method}{'+frozen' if self.frozen else ''}"
+
+    def unit(self, shots: int, seed: int) -> mnist1d.Unit:
+        return mnist1d.Unit(self.activation, shots, self.method, seed, frozen=self.frozen)
+
+
+def variants(cfg) -> list[Variant]:
+    """Every method on every activation, then FO-B with frozen patterns on ``frozen_activations``."""
+    out = [Variant(a, m) for a in cfg["activations"] for m in cfg["methods"]]
+    return out + [Variant(a, m, True) for a in cfg["activations"] if a in cfg["frozen_activations"]
+                  for m in mnist1d.FROZEN_METHODS if m in cfg["methods"]]
+
+
+def train_config(cfg, alpha, inner_steps, *, grid: bool = False) -> dict:
+    """The :func:`mnist1d.config` of runs at ``(alpha, inner_steps)``: the full protocol, or
+    with ``grid`` the selection budget (``grid_meta_steps``, ``grid_shots``, ``grid_seed``)."""
+    out = {k: v for k, v in cfg.items() if k not in SELECTION_KEYS}
+    out.update(alpha=alpha, inner_steps=inner_steps)
+    if grid:
+        out.update(meta_steps=cfg["grid_meta_steps"], shots=[cfg["grid_shots"]], seeds=[cfg["grid_seed"]])
+    return out
+
+
+def committed(train_cfg, unit) -> dict | None:
+    """The committed result of ``unit`` under ``train_cfg``, or None."""
+    path = mnist1d.result_path(train_cfg, unit.name)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# selection: pure functions of validation scores {(alpha, K): accuracy}
+
+
+def select(scores: dict) -> tuple:
+    """The point of highest validation accuracy; ties go to fewer inner steps, then the smaller alpha."""
+    if not scores:
+        raise ValueError("select needs at least one scored point")
+    return min(scores, key=lambda p: (-scores[p], p[1], p[0]))
+
+
+def _moved(point: tuple, axis: int, value) -> tuple:
+    return (value, point[1]) if axis == 0 else (point[0], value)
+
+
+def neighbours(point: tuple, alpha_ladder, inner_steps_ladder) -> list[tuple]:
+    """The points one ladder step from ``point``: alpha up, alpha down, K up, K down."""
+    out = []
+    for axis, ladder in enumerate((list(alpha_ladder), list(inner_steps_ladder))):
+        i = ladder.index(point[axis])
+        out += [_moved(point, axis, ladder[j]) for j in (i + 1, i - 1) if 0 <= j < len(ladder)]
+    return out
+
+
+def widen(scores: dict, alpha_ladder, inner_steps_ladder) -> list[tuple]:
+    """The best point's untried neighbours on the ladders: none when it is inside the tried
+    grid, the points beyond it when it lies on the grid's edge."""
+    return [p for p in neighbours(select(scores), alpha_ladder, inner_steps_ladder) if p not in scores]
+
+
+class Grid(NamedTuple):
+    rounds: dict  # every point planned so far -> the round that added it
+    scores: dict  # validation accuracy of the points finished
+    chosen: tuple | None  # the selected point, once every round is finished
+
+
+def grid(cfg, score: Callable[[tuple], float | None]) -> Grid:
+    """The grid of one variant as far as ``score(point)`` (validation accuracy, None when not
+    trained yet) allows: round 1 is ``grid_alphas`` x ``grid_inner_steps``; each finished round
+    below ``grid_rounds`` adds :func:`widen`'s points; :func:`select` once nothing is added."""
+    rounds = {(a, k): 1 for a in cfg["grid_alphas"] for k in cfg["grid_inner_steps"]}
+    r = 1
+    while True:
+        scores = {p: s for p in rounds if (s := score(p)) is not None}
+        if len(scores) < len(rounds):
+            return Grid(rounds, scores, None)
+        new = widen(scores, cfg["alpha_ladder"], cfg["inner_steps_ladder"]) if r < cfg["grid_rounds"] else []
+        if not new:
+            return Grid(rounds, scores, select(scores))
+        r += 1
+        rounds.update(dict.fromkeys(new, r))
+
+
+def open_edges(scores: dict, point: tuple, alpha_ladder, inner_steps_ladder) -> list[str]:
+    """Directions in which the grid did not look one ladder step beyond ``point`` (the
+    neighbour was not tried, or the ladder ends there; K below 1 does not exist)."""
+    out = []
+    for axis, (name, ladder) in enumerate((("alpha", list(alpha_ladder)), ("K", list(inner_steps_ladder)))):
+        i = ladder.index(point[axis])
+        for j, word in ((i + 1, "above"), (i - 1, "below")):
+            if axis == 1 and point[1] == 1 and word == "below":
+                continue
+            if not 0 <= j < len(ladder) or _moved(point, axis, ladder[j]) not in scores:
+                out.append(f"{name} {word} {point[axis]:g}")
+    return out
+
+
+def grids(cfg) -> dict[Variant, Grid]:
+    """Each variant's :func:`grid` from the committed grid runs."""
+    def score(v):
+        def of(point):
+            result = committed(train_config(cfg, *point, grid=True), v.unit(cfg["grid_shots"], cfg["grid_seed"]))
+            return None if result is None else float(np.mean(result["val_accuracy"]))
+        return of
+
+    return {v: grid(cfg, score(v)) for v in variants(cfg)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan: units known now, and their cost
+
+
+class Job(NamedTuple):
+    stage: str  # "grid round r", "shared" or "best"
+    cfg: dict  # the mnist1d config of the run
+    unit: mnist1d.Unit
+
+
+def setting(cfg, table: str, chosen) -> tuple:
+    return (cfg["alpha"], cfg["inner_steps"]) if table == "shared" else chosen
+
+
+def jobs(cfg, state: dict[Variant, Grid] | None = None) -> list[Job]:
+    """Every unit known now (finished or not): the grid points planned so far, the shared
+    runs, and the ``best`` runs of the variants whose grid is finished; a run shared by two
+    stages (a variant whose best is the shared setting) is listed once."""
+    state = grids(cfg) if state is None else state
+    out = {}
+    for v, g in state.items():
+        for point, r in g.rounds.items():
+            job = Job(f"grid round {r}", train_config(cfg, *point, grid=True),
+                      v.unit(cfg["grid_shots"], cfg["grid_seed"]))
+            out.setdefault(mnist1d.result_path(job.cfg, job.unit.name), job)
+        for table in TABLES:
+            if table == "best" and g.chosen is None:
+                continue
+            tcfg = train_config(cfg, *setting(cfg, table, g.chosen))
+            for shots in cfg["shots"]:
+                for seed in cfg["seeds"]:
+                    job = Job(table, tcfg, v.unit(shots, seed))
+                    out.setdefault(mnist1d.result_path(tcfg, job.unit.name), job)
+    return list(out.values())
+
+
+def pending(cfg, state=None) -> list[Job]:
+    return [j for j in jobs(cfg, state) if not mnist1d.finished(j.cfg, j.unit)]
+
+
+def _evaluations(train_cfg) -> int:
+    """Episodes a run evaluates: the curve every ``eval_every`` steps and at the end, then the
+    test and validation sets."""
+    steps, every = train_cfg["meta_steps"], train_cfg["eval_every"]
+    return (steps // every + (steps % every > 0)) * train_cfg["curve_episodes"] + 2 * train_cfg["eval_episodes"]
+
+
+def unit_seconds(train_cfg, unit, seconds: dict) -> float:
+    """Estimated process-seconds of one run: meta-steps x seconds per step plus evaluated
+    episodes x seconds per episode, from ``seconds[(activation, method, frozen, K, shots)] =
+    (per step, per episode)``."""
+    step, episode = seconds[(unit.activation, unit.method, unit.frozen, train_cfg["inner_steps"], unit.shots)]
+    return train_cfg["meta_steps"] * step + _evaluations(train_cfg) * episode
+
+
+def campaign_cost(cfg, seconds: dict, state: dict[Variant, Grid] | None = None) -> dict:
+    """Process-hours of the campaign's units not yet committed: ``known`` (units listed by
+    :func:`pending`), ``widening`` (a bound: per variant and remaining round, the most
+    untried neighbours any planned point has, each at the ladder's largest K),
+    ``best_low``/``best_high`` (the ``best`` runs of variants whose choice is not known, all
+    at the ladder's smallest / largest K), and the unit counts."""
+    state = grids(cfg) if state is None else state
+    todo = pending(cfg, state)
+    known = sum(unit_seconds(j.cfg, j.unit, seconds) for j in todo)
+    widening, low, high, unknown_units = 0.0, 0.0, 0.0, 0
+    k_low, k_high = cfg["inner_steps_ladder"][0], cfg["inner_steps_ladder"][-1]
+    for v, g in state.items():
+        if g.chosen is not None:
+            continue
+        rounds_left = cfg["grid_rounds"] - max(g.rounds.values())
+        ladders = cfg["alpha_ladder"], cfg["inner_steps_ladder"]
+        most = max(len([q for q in neighbours(p, *ladders) if q not in g.rounds]) for p in g.rounds)
+        unit = v.unit(cfg["grid_shots"], cfg["grid_seed"])
+        widening += most * rounds_left * unit_seconds(train_config(cfg, cfg["alpha"], k_high, grid=True), unit, seconds)
+        for shots in cfg["shots"]:
+            n = len(cfg["seeds"])
+            unknown_units += n
+            low += n * unit_seconds(train_config(cfg, cfg["alpha"], k_low), v.unit(shots, 0), seconds)
+            high += n * unit_seconds(train_config(cfg, cfg["alpha"], k_high), v.unit(shots, 0), seconds)
+    return dict(known=known / 3600, known_units=len(todo), widening=widening / 3600, best_low=low / 3600,
+                best_high=high / 3600, best_units_unknown=unknown_units)
+
+
+def cost_keys(cfg, state=None) -> set[tuple]:
+    """The ``(activation, method, frozen, K, shots)`` keys :func:`campaign_cost` needs."""
+    state = grids(cfg) if state is None else state
+    keys = {(j.unit.activation, j.unit.method, j.unit.frozen, j.cfg["inner_steps"], j.unit.shots)
+            for j in pending(cfg, state)}
+    for v, g in state.items():
+        if g.chosen is None:
+            for k in (cfg["inner_steps_ladder"][0], cfg["inner_steps_ladder"][-1]):
+                keys |= {(v.activation, v.method, v.frozen, k, s) for s in {*cfg["shots"], cfg["grid_shots"]}}
+    return keys
+
+
+def measure_seconds(cfg, data, keys) -> dict:
+    """``{key: (seconds per meta-step, seconds per evaluated episode)}`` on this machine, this
+    process's torch threads: medians of ``cost_rounds`` interleaved calls (after one warm-up)
+    at initial weights (alpha = the shared one: time does not depend on it)."""
+    keys = sorted(keys)
+    batches = {}
+    for act, _, _, _, shots in keys:
+        if (act, shots) not in batches:
+            train, evaluation = mnist1d._samplers(cfg, data, shots, "validation")  # the test split only for results
+            batches[act, shots] = (mnist1d.stack(train(cfg["seeds"][0]).batch(cfg["meta_batch"])),
+                                   evaluation.batch(25))
+    models = {act: mnist1d._model(cfg, act, cfg["seeds"][0]) for act in {k[0] for k in keys}}
+    steps, episodes = {key: [] for key in keys}, {key: [] for key in keys}
+    for _ in range(cfg["cost_rounds"] + 1):
+        for key in keys:
+            act, method, frozen, k, shots = key
+            batch, episodes_ = batches[act, shots]
+            steps[key].append(wall_time(lambda: meta_gradient_batch(  # noqa: B023 (called at once)
+                models[act], *batch, method=method, alpha=cfg["alpha"], inner_steps=k, delta=cfg["delta"],
+                **({"freeze_pattern": True} if frozen else {})), cfg["device"]))
+            episodes[key].append(wall_time(lambda: mnist1d.evaluate(  # noqa: B023
+                models[act], episodes_, dict(cfg, inner_steps=k)), cfg["device"]) / len(episodes_))
+    return {key: (float(np.median(steps[key][1:])), float(np.median(episodes[key][1:]))) for key in keys}
+
+
+def describe_cost(cost: dict) -> str:
+    lines = [f"campaign cost on this machine (process-hours, one unit per process): {cost['known']:.2f} for the "
+             f"{cost['known_units']} units known now"]
+    if cost["widening"] or cost["best_units_unknown"]:
+        lines.append(f"  then up to {cost['widening']:.2f} for widening rounds, and {cost['best_low']:.2f} to "
+                     f"{cost['best_high']:.2f} for the {cost['best_units_unknown']} 'best' runs whose setting the "
+                     "grid has not chosen yet (all at the smallest / largest K)")
+        lines.append(f"  total: {cost['known'] + cost['best_low']:.2f} to "
+                     f"{cost['known'] + cost['widening'] + cost['best_high']:.2f} process-hours")
+    return "\n".join(lines)
+
+
+def plan(cfg, data=None) -> str:
+    """The cost of the campaign and its pending units (stage, run key, name), as text."""
+    data = mnist1d.load_data(cfg) if data is None else data
+    state = grids(cfg)
+    todo = pending(cfg, state)
+    with mnist1d.threads(cfg["torch_threads"]):
+        seconds = measure_seconds(cfg, data, cost_keys(cfg, state))
+    done = len(jobs(cfg, state)) - len(todo)
+    lines = [describe_cost(campaign_cost(cfg, seconds, state)),
+             f"{done} units committed, {len(todo)} pending now (results under {cfg['results_dir'] or 'the cache'}):"]
+    lines += [f"  {j.stage:<13} {mnist1d.run_key(j.cfg)}/{j.unit.name}  "
+              f"(~{unit_seconds(j.cfg, j.unit, seconds) / 60:.0f} min)" for j in todo]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment
+
+
+def _train_stage(todo: list[Job], data):
+    with track(total=sum(j.cfg["meta_steps"] for j in todo), desc="mnist1d_select meta-steps", unit="step") as bar:
+        for j in todo:
+            bar.set_postfix_str(f"{j.stage}: {j.unit.name}")
+            mnist1d.train(j.cfg, data, activation=j.unit.activation, shots=j.unit.shots, method=j.unit.method,
+                          seed=j.unit.seed, frozen=j.unit.frozen, progress=bar)
+
+
+def run(cfg: dict, echo=print) -> dict:
+    """Train the units not committed yet, stage by stage (the campaign's cost is printed
+    first), then measure the cost of each setting and assemble the results."""
+    _check(cfg)
+    data = mnist1d.load_data(cfg)
+    with mnist1d.threads(cfg["torch_threads"]):
+        todo = pending(cfg)
+        if todo:
+            state = grids(cfg)
+            echo(describe_cost(campaign_cost(cfg, measure_seconds(cfg, data, cost_keys(cfg, state)), state)))
+        while todo:
+            _train_stage(todo, data)
+            todo = pending(cfg)
+        state = grids(cfg)
+        tables = _tables(cfg, state)
+        cost_rows = cost(cfg, data, state)
+    summary = summarize(cfg, state, tables, cost_rows)
+    records = _grid_records(cfg, state) + _final_records(cfg, tables) + cost_rows
+    return make_results(NAME, cfg, records, summary, _claims(cfg, state, tables), device=cfg["device"])
+
+
+def _tables(cfg, state) -> dict[str, list[dict]]:
+    """``{table: [result of every run]}``, each result with its ``alpha``, ``inner_steps``."""
+    out = {t: [] for t in TABLES}
+    for v, g in state.items():
+        for table in TABLES:
+            alpha, k = setting(cfg, table, g.chosen)
+            for shots in cfg["shots"]:
+                for seed in cfg["seeds"]:
+                    result = committed(train_config(cfg, alpha, k), v.unit(shots, seed))
+                    out[table].append(dict(result, alpha=alpha, inner_steps=k))
+    return out
+
+
+def cost(cfg, data, state) -> list[dict]:
+    """Rows ``kind="cost"``: seconds per meta-step (median of ``timing_rounds`` calls, every
+    variant, table setting and shot count interleaved round by round) and the meter's peak
+    bytes of one meta-gradient (meta-batch ``meta_batch``), at initial weights."""
+    entries = sorted({(v, setting(cfg, t, g.chosen), s) for v, g in state.items() for t in TABLES
+                      for s in cfg["shots"]})
+    batches = {s: mnist1d.stack(mnist1d._samplers(cfg, data, s)[0](cfg["seeds"][0]).batch(cfg["meta_batch"]))
+               for s in cfg["shots"]}
+    models = {a: mnist1d._model(cfg, a, cfg["seeds"][0]) for a in cfg["activations"]}
+
+    def call(v, point, shots):
+        return dict(model=models[v.activation], supports=batches[shots][0], queries=batches[shots][1],
+                    method=v.method, alpha=point[0], inner_steps=point[1], delta=cfg["delta"],
+                    **({"freeze_pattern": True} if v.frozen else {}))
+
+    times = {e: [] for e in entries}
+    for _ in range(cfg["timing_rounds"] + 1):  # the first round warms up
+        for e in entries:
+            times[e].append(wall_time(lambda: meta_gradient_batch(**call(*e)), cfg["device"]))  # noqa: B023
+    rows = []
+    for (v, point, shots) in entries:
+        seconds = float(np.median(times[v, point, shots][1:]))
+        rows.append(dict(kind="cost", method=v.method, activation=v.activation, freeze_pattern=v.frozen,
+                         alpha=point[0], inner_steps=point[1], shots=shots, meta_batch=cfg["meta_batch"],
+                         tables=[t for t in TABLES if setting(cfg, t, state[v].chosen) == point],
+                         seconds_per_step=seconds, peak_bytes=peak_bytes(device=cfg["device"], **call(v, point, shots)),
+                         device=cfg["device"]))
+    return rows
+
+
+def _grid_records(cfg, state) -> list[dict]:
+    """Rows ``kind="grid"``: validation accuracy of every grid point (no test numbers)."""
+    rows = []
+    for v, g in state.items():
+        for point, r in g.rounds.items():
+            tcfg = train_config(cfg, *point, grid=True)
+            result = committed(tcfg, v.unit(cfg["grid_shots"], cfg["grid_seed"]))
+            val = np.asarray(result["val_accuracy"])
+            rows.append(dict(kind="grid", method=v.method, activation=v.activation, freeze_pattern=v.frozen,
+                             alpha=point[0], inner_steps=point[1], round=r, chosen=point == g.chosen,
+                             split="validation", ways=cfg["ways"], shots=cfg["grid_shots"], seed=cfg["grid_seed"],
+                             meta_steps=tcfg["meta_steps"], accuracy=float(val.mean()),
+                             ci95=float(1.96 * val.std(ddof=1) / np.sqrt(len(val))), episodes=len(val),
+                             seconds_per_step=result["seconds_per_step"],
+                             device=result.get("environment", {}).get("device")))
+    return rows
+
+
+def _final_records(cfg, tables) -> list[dict]:
+    """mnist1d's ``final`` (test) and ``curve`` (validation) rows of each table's runs, with
+    the table and the setting."""
+    rows = []
+    for table, results in tables.items():
+        for r in results:
+            extra = dict(table=table, alpha=r["alpha"], inner_steps=r["inner_steps"], meta_steps=cfg["meta_steps"])
+            rows += [dict(row, **extra) for row in mnist1d.records([r], cfg) if row["kind"] in ("final", "curve")]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# summary and claims
+
+
+def _key(v: Variant, shots: int) -> str:
+    return f"{v.activation}/{shots}shot/{v.method}{'+frozen' if v.frozen else ''}"
+
+
+def _accuracies(results, v: Variant, shots) -> list[np.ndarray]:
+    return mnist1d._accuracies(results, v.activation, shots, v.method, frozen=v.frozen)
+
+
+def summarize(cfg, state, tables, cost_rows) -> dict:
+    summary = {"chosen": {}, "accuracy": {t: {} for t in TABLES}, "difference_to_maml": {t: {} for t in TABLES},
+               "gain_from_tuning": {}, "cost": {}, "equal_compute": {}}
+    for v, g in state.items():
+        summary["chosen"][v.key] = dict(alpha=g.chosen[0], inner_steps=g.chosen[1],
+                                        validation_accuracy=g.scores[g.chosen], points=len(g.rounds),
+                                        rounds=max(g.rounds.values()),
+                                        untried_beyond=open_edges(g.scores, g.chosen, cfg["alpha_ladder"],
+                                                                  cfg["inner_steps_ladder"]))
+        for s in cfg["shots"]:
+            for t in TABLES:
+                summary["accuracy"][t][_key(v, s)] = mnist1d._interval(_accuracies(tables[t], v, s))
+                maml = _accuracies(tables[t], Variant(v.activation, "maml"), s)
+                if v.method != "maml" and maml:
+                    summary["difference_to_maml"][t][_key(v, s)] = mnist1d._paired(_accuracies(tables[t], v, s), maml)
+            summary["gain_from_tuning"][_key(v, s)] = mnist1d._paired(_accuracies(tables["best"], v, s),
+                                                                     _accuracies(tables["shared"], v, s))
+    for r in cost_rows:
+        v = Variant(r["activation"], r["method"], r["freeze_pattern"])
+        for t in r["tables"]:
+            summary["cost"].setdefault(t, {})[_key(v, r["shots"])] = dict(seconds_per_step=r["seconds_per_step"],
+                                                                          peak_bytes=r["peak_bytes"])
+    summary["equal_compute"] = equal_compute(cfg, state, tables["best"], summary["cost"]["best"])
+    summary["campaign"] = _campaign(cfg, state, tables)
+    summary["highlights"] = _highlights(cfg, summary)
+    return summary
+
+
+def equal_compute(cfg, state, results, cost_best) -> dict:
+    """At the training time at which the fastest variant of the ``best`` table finishes
+    (``meta_steps`` x its seconds per step), the validation accuracy (curve, mean over seeds)
+    each variant had reached by then: ``{activation/shots: {budget_seconds, accuracy: {variant: %}, winner}}``."""
+    out = {}
+    for act in cfg["activations"]:
+        for s in cfg["shots"]:
+            vs = [v for v in state if v.activation == act]
+            per_step = {v: cost_best[_key(v, s)]["seconds_per_step"] for v in vs}
+            budget = min(per_step.values()) * cfg["meta_steps"]
+            reached = {}
+            for v in vs:
+                runs = [r for r in results if mnist1d._variant(r) == (act, s, v.method, False, v.frozen)]
+                steps = [step for step, _ in runs[0]["curve"] if step * per_step[v] <= budget]
+                if steps:
+                    reached[v.key] = float(np.mean([dict(map(tuple, r["curve"]))[steps[-1]] for r in runs]))
+            out[f"{act}/{s}shot"] = dict(budget_seconds=budget, accuracy=reached,
+                                         winner=max(reached, key=reached.get) if reached else None)
+    return out
+
+
+def _campaign(cfg, state, tables) -> dict:
+    """Process-hours spent in meta-steps by every run of the campaign (sum of their
+    ``train_seconds``; evaluation excluded), and the devices that produced them."""
+    results = [committed(train_config(cfg, *p, grid=True), v.unit(cfg["grid_shots"], cfg["grid_seed"]))
+               for v, g in state.items() for p in g.rounds]
+    seen, unique = set(), []
+    for r in results + tables["shared"] + tables["best"]:
+        if (r["run_key"], r["name"]) not in seen:
+            seen.add((r["run_key"], r["name"]))
+            unique.append(r)
+    return dict(units=len(unique), meta_step_process_hours=sum(r["train_seconds"] for r in unique) / 3600,
+                devices=sorted({r.get("environment", {}).get("device", "?") for r in unique}))
+
+
+def _highlights(cfg, summary) -> list[str]:
+    lines = [f"Chosen (alpha, K) on validation ({cfg['grid_shots']}-shot, seed {cfg['grid_seed']}, "
+             f"{cfg['grid_meta_steps']} meta-steps, {cfg['eval_episodes']} validation episodes; 1-shot reuses it): "
+             + ", ".join(f"{k} ({c['alpha']:g}, {c['inner_steps']}) {c['validation_accuracy']:.1f}"
+                         + (f" [edge: {', '.join(c['untried_beyond'])}]" if c["untried_beyond"] else "")
+                         for k, c in summary["chosen"].items())]
+    for act in cfg["activations"]:
+        for s in cfg["shots"]:
+            for t, label in (("best", "each at its best"), ("shared", f"shared alpha {cfg['alpha']:g}, "
+                                                                       f"K {cfg['inner_steps']}")):
+                cells = [(k.split("/", 2)[2], a) for k, a in summary["accuracy"][t].items()
+                         if k.startswith(f"{act}/{s}shot/")]
+                lines.append(f"{act.upper()} 5-way {s}-shot, {label}, test accuracy % [95%], {len(cfg['seeds'])} seeds "
+                             f"x {cfg['eval_episodes']} episodes: " + ", ".join(
+                                 f"{m} {a['mean']:.1f} [{a['ci_low']:.1f}, {a['ci_high']:.1f}]" for m, a in cells))
+    lines.append("Gain from tuning (best - shared, paired): " + ", ".join(
+        f"{k} {mnist1d._points(d)}" for k, d in summary["gain_from_tuning"].items()))
+    s = max(cfg["shots"])
+    lines.append(f"Cost at the chosen setting ({s}-shot, meta-batch {cfg['meta_batch']}, {cfg['device']}), "
+                 "seconds per meta-step / peak MB: " + ", ".join(
+                     f"{k.replace(f'/{s}shot', '')} {c['seconds_per_step']:.3f} / {c['peak_bytes'] / 1e6:.2f}"
+                     for k, c in summary["cost"]["best"].items() if f"/{s}shot/" in k))
+    lines.append("At equal training time (the fastest variant's full run), validation accuracy reached: " + "; ".join(
+        f"{k} ({e['budget_seconds']:.0f} s): winner {e['winner']}" for k, e in summary["equal_compute"].items()))
+    c = summary["campaign"]
+    lines.append(f"Campaign: {c['units']} runs, {c['meta_step_process_hours']:.2f} process-hours of meta-steps on "
+                 f"{', '.join(c['devices'])}")
+    return lines
+
+
+def _claims(cfg, state, tables) -> list[dict]:
+    """For each table: FO-B symmetric (and frozen, where planned) against MAML, and against
+    the better (by mean test accuracy in that table) of FO-MAML and Reptile, at every shot count."""
+    claims = []
+    for t in TABLES:
+        where = ("at the shared setting (alpha {alpha:g}, K {inner_steps})".format(**cfg) if t == "shared"
+                 else "each method at its own (alpha, K) chosen on validation")
+        results = tables[t]
+
+        def diff(a, b, s):
+            return mnist1d._paired(_accuracies(results, a, s), _accuracies(results, b, s))  # noqa: B023
+
+        def mean(v, s):
+            return float(np.mean([a.mean() for a in _accuracies(results, v, s)]))  # noqa: B023
+
+        for fob in [v for v in state if v.method == "fob_symmetric"]:
+            name, act = ("fob_frozen" if fob.frozen else "fob"), fob.activation
+            label = f"FO-B-MAML symmetric{' with frozen patterns' if fob.frozen else ''} ({act.upper()}, {where})"
+            maml = Variant(act, "maml")
+            rivals = [v for v in (Variant(act, "fo_maml"), Variant(act, "reptile")) if v in state]
+            if maml in state:
+                claims.append(mnist1d._tracking_claim(f"{t}_{name}_tracks_maml_{act}",
+                                                      f"{label} tracks second-order MAML on MNIST-1D",
+                                                      [(s, diff(fob, maml, s)) for s in cfg["shots"]]))
+            if rivals:
+                cells = []
+                for s in cfg["shots"]:
+                    best = max(rivals, key=lambda r: mean(r, s))  # noqa: B023
+                    alpha, k = setting(cfg, t, state[best].chosen)
+                    cells.append((s, diff(fob, best, s), f"{best.method} ({alpha:g}, K {k})"))
+                claims.append(claim(
+                    f"{t}_{name}_above_first_order_{act}", f"{label} is at or above FO-MAML and Reptile",
+                    f"difference to the better of FO-MAML/Reptile not below -{TOLERANCE:g} point at every shot count "
+                    "(95% interval)", "; ".join(f"{s}-shot: {mnist1d._points(d)} vs {who}" for s, d, who in cells),
+                    verdict(all(d["ci_low"] >= -TOLERANCE for _, d, _ in cells),
+                            any(d["ci_high"] < -TOLERANCE for _, d, _ in cells))))
+    return claims
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def plot(results: dict, out_dir) -> list[Path]:
+    out_dir = Path(out_dir)
+    return [_plot_cost(results, out_dir / f"{NAME}.png"), _plot_grid(results, out_dir / f"{NAME}_grid.png")]
+
+
+def _style(method, frozen):
+    return dict(color=plotting.METHOD_COLORS.get(method), marker="s" if frozen else "o")
+
+
+def _plot_cost(results, path):
+    cfg, summary, recs = results["config"], results["summary"], results["records"]
+    rows = [(a, s) for a in cfg["activations"] for s in cfg["shots"]]
+    with plotting.style():
+        fig, axes = plotting.plt.subplots(len(rows), 3, figsize=(15, 3.8 * len(rows)), squeeze=False)
+        for (act, s), ax_row in zip(rows, axes):
+            for table, fill in (("shared", "none"), ("best", None)):
+                for key, a in summary["accuracy"][table].items():
+                    if not key.startswith(f"{act}/{s}shot/"):
+                        continue
+                    method, frozen = key.split("/")[2].split("+")[0], key.endswith("+frozen")
+                    c = summary["cost"][table][key]
+                    for ax, x in zip(ax_row, (c["seconds_per_step"], c["peak_bytes"] / 1e6)):
+                        ax.errorbar(x, a["mean"], yerr=[[a["mean"] - a["ci_low"]], [a["ci_high"] - a["mean"]]],
+                                    capsize=3, markerfacecolor=fill, **_style(method, frozen),
+                                    label=f"{key.split('/')[2]} ({table})")
+            for ax, xlabel in zip(ax_row, ("seconds per meta-step (interleaved)", "peak memory, MB (meter)")):
+                ax.set(title=f"{act.upper()}, 5-way {s}-shot: filled = each at its best, hollow = shared",
+                       xlabel=xlabel, ylabel=f"test accuracy, % ({len(cfg['seeds'])} seeds, 95%)")
+            ax = ax_row[2]
+            cost_best = summary["cost"]["best"]
+            for key in summary["accuracy"]["best"]:
+                if not key.startswith(f"{act}/{s}shot/"):
+                    continue
+                method, frozen = key.split("/")[2].split("+")[0], key.endswith("+frozen")
+                curve = [r for r in recs if r["kind"] == "curve" and r.get("table") == "best" and r["activation"] == act
+                         and r["shots"] == s and r["method"] == method and r["freeze_pattern"] == frozen]
+                steps = sorted({r["step"] for r in curve})
+                ax.plot([t * cost_best[key]["seconds_per_step"] for t in steps],
+                        [np.mean([r["accuracy"] for r in curve if r["step"] == t]) for t in steps],
+                        linestyle="-." if frozen else "-", label=key.split("/")[2], **_style(method, frozen))
+            budget = summary["equal_compute"][f"{act}/{s}shot"]["budget_seconds"]
+            ax.axvline(budget, color="grey", linewidth=0.8, linestyle="--", label="fastest run's end")
+            ax.set(title=f"{act.upper()} {s}-shot at its best: accuracy against training time", xlabel="seconds of "
+                   "meta-steps (step x interleaved seconds per step)",
+                   ylabel=f"validation accuracy, % ({cfg['curve_episodes']} episodes)")
+            for ax in ax_row:
+                ax.legend(loc="best", fontsize=6)
+        fig.tight_layout()
+        save_figure(fig, path)
+    plotting.close(fig)
+    return path
+
+
+def _plot_grid(results, path):
+    cfg = results["config"]
+    grid_rows = [r for r in results["records"] if r["kind"] == "grid"]
+    names = list(results["summary"]["chosen"])
+    alphas, ks = cfg["alpha_ladder"], cfg["inner_steps_ladder"]
+    with plotting.style():
+        fig, axes = plotting.panels(len(names), width=3.2, height=2.6, cols=min(len(names), 5))
+        for ax, name in zip(axes, names):
+            act, rest = name.split("/")
+            method, frozen = rest.split("+")[0], rest.endswith("+frozen")
+            cells = np.full((len(ks), len(alphas)), np.nan)
+            for r in grid_rows:
+                if (r["activation"], r["method"], r["freeze_pattern"]) == (act, method, frozen):
+                    i, j = ks.index(r["inner_steps"]), alphas.index(r["alpha"])
+                    cells[i, j] = r["accuracy"]
+                    ax.text(j, i, f"{r['accuracy']:.1f}", ha="center", va="center", fontsize=8,
+                            fontweight="bold" if r["chosen"] else "normal")
+                    if r["chosen"]:
+                        ax.add_patch(plotting.plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=2))
+            ax.imshow(cells, cmap="viridis", vmin=20, vmax=100, origin="lower", aspect="auto", alpha=0.6)
+            ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+            ax.set_yticks(range(len(ks)), [str(k) for k in ks])
+            ax.set(title=name, xlabel="alpha", ylabel="K")
+            ax.grid(False)
+        fig.suptitle(f"Validation accuracy % ({cfg['grid_shots']}-shot, {cfg['grid_meta_steps']} meta-steps, "
+                     f"{cfg['eval_episodes']} episodes); boxed: chosen", fontsize=10)
+        fig.tight_layout()
+        save_figure(fig, path)
+    plotting.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# command line: the plan and parallel workers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fobtheory.experiments.mnist1d_select", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--plan", action="store_true", help="print the campaign's cost and its pending units, then stop")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
+    p.add_argument("--quick", action="store_true", help="the quick configuration")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--methods", nargs="+", default=None, help="maml fo_maml reptile fob_forward fob_symmetric")
+    p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
+    p.add_argument("--results-dir", default=None, help="committed results root (default figures/mnist1d-runs)")
+    return p
+
+
+def make_config(args) -> dict:
+    from fobtheory.cli import resolve_device
+
+    cfg = config(quick=args.quick, seed=args.seed, device=resolve_device(args.device))
+    cfg.update({k: getattr(args, k) for k in ("methods", "activations", "results_dir")
+                if getattr(args, k, None) is not None})
+    _check(cfg)
+    return cfg
+
+
+def main(argv=None) -> int:
+    """``--plan``: the cost and the pending units; otherwise train the pending units in
+    ``--workers`` processes, stage after stage, until every unit is committed."""
+    from fobtheory.experiments import run_parallel
+
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = make_config(args)
+        print(plan(cfg))
+        if args.plan:
+            return 0
+        while todo := sorted(pending(cfg), key=lambda j: -j.cfg["meta_steps"] * j.cfg["inner_steps"]):
+            failed = run_parallel.run_units([(j.cfg, j.unit) for j in todo], workers=args.workers,
+                                            threads=args.threads)
+            if failed:
+                print(f"{len(failed)} unit(s) failed: {', '.join(failed)}", file=sys.stderr)
+                return 1
+    except ValueError as err:
+        print(f"mnist1d_select: error: {err}", file=sys.stderr)
+        return 2
+    print("all units committed; `fobtheory select` with the same options assembles mnist1d_select.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
