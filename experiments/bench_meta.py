@@ -12,8 +12,9 @@ parameters, one task at a time, the way a user would write them without the tool
 
 Two rows per method: one task (``meta_gradient``) against the plain loop, and a meta-batch
 (``meta_gradient_batch``) against the plain loop over its tasks (and against ``higher``'s
-functional MAML when that package is installed). Methods are interleaved round by round and
-the median is reported, so machine load shifts numerator and denominator alike.
+functional MAML when that package is installed). Methods are interleaved round by round, in
+a new random order each round, and the median is reported, so machine load and cache state
+shift numerator and denominator alike.
 """
 from __future__ import annotations
 
@@ -115,9 +116,11 @@ def benchmark(width=64, depth=3, activation="elu", inner_steps=5, meta_batch=8, 
     except ImportError:
         pass
     times = {key: [] for key in calls}
-    for _ in range(rounds + 1):  # the first round warms up
-        for key, fn in calls.items():
-            times[key].append(wall_time(fn))
+    order = np.random.default_rng(seed)
+    for _ in range(rounds + 1):  # the first round warms up; a new order each round, so that no
+        for i in order.permutation(len(calls)):  # call always follows the same (cache-cold) one
+            key = list(calls)[i]
+            times[key].append(wall_time(calls[key]))
     median = {key: float(np.median(t[1:])) for key, t in times.items()}
     rows = []
     for m in METHODS:

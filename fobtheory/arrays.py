@@ -5,6 +5,7 @@ on the type of the input. torch is imported lazily, so a numpy user pays nothing
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -62,7 +63,9 @@ def all_finite(x: Any) -> bool:
     if is_tensor(x):
         import torch
 
-        return bool(torch.isfinite(x).all())
+        # one reduction: a NaN or inf entry makes the sum non-finite; only then (or if finite
+        # entries overflow the sum) is every entry tested
+        return math.isfinite(abs(x.sum())) or bool(torch.isfinite(x).all())
     return bool(np.isfinite(x).all())
 
 

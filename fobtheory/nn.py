@@ -78,14 +78,10 @@ def flatten(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def unflatten(theta: torch.Tensor, spec) -> dict[str, torch.Tensor]:
     """Views of ``theta`` shaped like the parameters (gradients flow back to theta)."""
-    out, start = {}, 0
-    for name, shape in spec:
-        n = shape.numel()
-        out[name] = theta[start:start + n].view(shape)
-        start += n
-    if start != theta.numel():
-        raise ValueError(f"theta has {theta.numel()} entries, the model {start}")
-    return out
+    sizes = [shape.numel() for _, shape in spec]
+    if sum(sizes) != theta.numel():
+        raise ValueError(f"theta has {theta.numel()} entries, the model {sum(sizes)}")
+    return {name: part.view(shape) for (name, shape), part in zip(spec, theta.split(sizes))}
 
 
 def _repeat(t: torch.Tensor, m: int) -> torch.Tensor:
