@@ -40,7 +40,8 @@ PAPER_CLAIMS = (
                   ("fob_tracks_maml_relu", "ReLU 5-shot, FO-B - MAML:", r"5-shot: ([^;]*)"),
                   ("fob_frozen_tracks_maml_relu", "ReLU 5-shot, frozen FO-B - MAML:", r"5-shot: ([^;]*)"),
                   ("fob_memory_flat_in_K_lean", "FO-B (lean) peak(K=10) / peak(K=1):", r"worst ([^ ;]*)"),
-                  ("maml_memory_grows", "MAML peak(K=10) / peak(K=1):", r"least growth ([^ ;]*)"))},
+                  ("maml_memory_grows", "MAML peak(K=10) / peak(K=1):", r"least growth ([^ ;]*)"),
+                  ("fob_symmetric_lean_fits_where_maml_does_not_80GB", "80 GB card, K 50:", r"K 50: ([^;]*)"))},
 )
 
 
