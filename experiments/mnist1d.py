@@ -491,22 +491,15 @@ def _tracking_claim(id, statement, cells) -> dict:
 def _claims(summary, results, cfg) -> list[dict]:
     claims = []
     diff = summary["difference_to_maml"]
-    for act in cfg["activations"]:
-        key = f"{act}/{{}}shot/fob_symmetric"
+    setting = f"delta={cfg['delta']:g} normalized, {cfg['dtype']}"
+    tracked = [(act, "", f"fob_tracks_maml_{act}", f"FO-B-MAML (symmetric, {setting})") for act in cfg["activations"]]
+    tracked += [(act, "+frozen", f"fob_frozen_tracks_maml_{act}",
+                 f"FO-B-MAML symmetric with frozen activation patterns ({setting})") for act in cfg["frozen_activations"]]
+    for act, suffix, id_, who in tracked:
+        key = f"{act}/{{}}shot/fob_symmetric{suffix}"
         cells = [(s, diff[key.format(s)]) for s in cfg["shots"] if key.format(s) in diff]
         if cells:
-            claims.append(_tracking_claim(
-                f"fob_tracks_maml_{act}",
-                f"FO-B-MAML (symmetric, delta={cfg['delta']:g} normalized, {cfg['dtype']}) tracks second-order MAML "
-                f"on MNIST-1D with {act.upper()}", cells))
-    for act in cfg["frozen_activations"]:
-        key = f"{act}/{{}}shot/fob_symmetric+frozen"
-        cells = [(s, diff[key.format(s)]) for s in cfg["shots"] if key.format(s) in diff]
-        if cells:
-            claims.append(_tracking_claim(
-                f"fob_frozen_tracks_maml_{act}",
-                f"FO-B-MAML symmetric with frozen activation patterns (delta={cfg['delta']:g} normalized, "
-                f"{cfg['dtype']}) tracks second-order MAML on MNIST-1D with {act.upper()}", cells))
+            claims.append(_tracking_claim(id_, f"{who} tracks second-order MAML on MNIST-1D with {act.upper()}", cells))
     acc = summary["accuracy"]
     for act in cfg["activations"]:
         for s in cfg["shots"]:

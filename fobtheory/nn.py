@@ -19,6 +19,7 @@ of ``x_k`` (:mod:`fobtheory.patterns`), recorded by one extra forward pass per b
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Callable
 
 import torch
@@ -94,22 +95,25 @@ def _leaves(theta: torch.Tensor, spec) -> dict[str, torch.Tensor]:
     return {name: t.detach().requires_grad_(True) for name, t in unflatten(theta, spec).items()}
 
 
-def _autograd(fn: Callable, spec) -> Callable:
+def _autograd(fn: Callable, spec, has_aux: bool = False) -> Callable:
     """``theta -> grad_theta fn(parameters(theta), *args)`` by ``torch.autograd`` on one leaf
     per parameter, as a plain training loop does (for one task: functorch's wrapping and
-    the flat vector's views cost more than they save without ``vmap``)."""
+    the flat vector's views cost more than they save without ``vmap``). With ``has_aux``,
+    fn returns ``(loss, aux)`` and the gradient comes with aux."""
     def gradient(theta, *args):
         params = _leaves(theta, spec)
-        return flatten(dict(zip(params, torch.autograd.grad(fn(params, *args), list(params.values())))))
+        value, aux = fn(params, *args) if has_aux else (fn(params, *args), None)
+        g = flatten(dict(zip(params, torch.autograd.grad(value, list(params.values())))))
+        return (g, aux) if has_aux else g
     return gradient
 
 
-def _lift(spec, batched: bool) -> Callable:
-    """``fn(parameters, *args) -> loss`` to its gradient oracle on flat parameters: ``vmap``
-    of ``torch.func.grad`` over rows, or :func:`_autograd` for one task."""
+def _lift(spec, batched: bool, has_aux: bool = False) -> Callable:
+    """``fn(parameters, *args) -> loss`` (or ``(loss, aux)``) to its gradient oracle on flat
+    parameters: ``vmap`` of ``torch.func.grad`` over rows, or :func:`_autograd` for one task."""
     if not batched:
-        return lambda fn: _autograd(fn, spec)
-    return lambda fn: vmap(grad(lambda theta, *args: fn(unflatten(theta, spec), *args)))
+        return lambda fn: _autograd(fn, spec, has_aux)
+    return lambda fn: vmap(grad(lambda theta, *args: fn(unflatten(theta, spec), *args), has_aux=has_aux))
 
 
 def loss_gradient(model: nn.Module, data, loss: Callable = F.cross_entropy, *, hooks: PatternHooks | None = None,
@@ -124,7 +128,9 @@ def loss_gradient(model: nn.Module, data, loss: Callable = F.cross_entropy, *, h
 
     With ``hooks`` (registered on ``model``) the oracle is anchored: ``oracle(theta,
     anchor=A)``, A of shape (B, P) (or (P,)), evaluates row ``i*B + b`` with the activation
-    pattern that task b's data has at ``A[b]`` (one forward pass records it)."""
+    pattern that task b's data has at ``A[b]``. A plain call at B rows records their
+    patterns on the way, kept while those rows are alive (the inner loop's iterates are the
+    anchors of the backward pass when they are stored); another anchor costs one forward pass."""
     X, Y = data
     spec = parameter_spec(model)
     gradient = _lift(spec, batched)
@@ -150,17 +156,34 @@ def loss_gradient(model: nn.Module, data, loss: Callable = F.cross_entropy, *, h
             functional_call(model, unflatten(theta, spec), (x,))
         return tuple(patterns)
 
+    def recording_loss(params, x, y):
+        with hooks.recording() as patterns:
+            value = task_loss(params, x, y)
+        return value, tuple(patterns)
+
     def frozen_loss(params, x, y, patterns):
         with hooks.replaying(patterns):
             return task_loss(params, x, y)
 
     record_rows, per_row_frozen = (vmap(record) if batched else record), gradient(frozen_loss)
+    per_row_recording = _lift(spec, batched, has_aux=True)(recording_loss)
+    seen = {}  # id of rows met in plain calls -> (weak reference to them, their patterns)
 
     def anchored(thetas: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         if anchor is None:
-            return oracle(thetas)
-        with torch.no_grad():
-            patterns = record_rows(anchor.detach(), X)
+            if batched and thetas.shape[0] != X.shape[0]:
+                return oracle(thetas)
+            with torch.enable_grad():
+                g, patterns = per_row_recording(thetas.detach(), X, Y)
+            key = id(thetas)
+            seen[key] = (weakref.ref(thetas, lambda _, key=key: seen.pop(key, None)), patterns)
+            return g
+        hit = seen.get(id(anchor))
+        if hit is not None and hit[0]() is anchor:
+            patterns = hit[1]
+        else:
+            with torch.no_grad():
+                patterns = record_rows(anchor.detach(), X)
         with torch.enable_grad():
             return per_row_frozen(thetas.detach(), rows(X, thetas), rows(Y, thetas),
                                   tuple(rows(p, thetas) for p in patterns))
@@ -195,6 +218,8 @@ def _maml(model, supports, queries, alpha, inner_steps, loss, thetas, batched: b
         return _lift(spec, batched)(objective)(thetas, *supports, *queries)
 
 
+# model -> the kinked functions its forward calls outside the frozen modules
+_UNFROZEN: "weakref.WeakKeyDictionary[nn.Module, list[str]]" = weakref.WeakKeyDictionary()
 # the options of the FO-B estimators that :func:`meta_gradient_batch` passes on
 OPTIONS = ("normalize", "kink_tol", "store_iterates", "stack_stencil", "freeze_pattern", "kink_check", "checkpoint_every")
 
@@ -231,7 +256,11 @@ def _meta_gradient(model, supports, queries, thetas, *, batched: bool, method: s
         if method == "reptile":
             return estimators.reptile(thetas, inner, outer, **common)
         first = supports[0][0] if batched else supports[0]
-        unfrozen = hooks.find_unfrozen(lambda: model(first)) if freeze_pattern else []
+        unfrozen = []
+        if freeze_pattern:
+            if model not in _UNFROZEN:  # the forward's code is the model's: checked once per model
+                _UNFROZEN[model] = hooks.find_unfrozen(lambda: model(first))
+            unfrozen = _UNFROZEN[model]
         g, info = estimators.fob_maml(thetas, inner, outer, delta=delta, normalize=normalize, kink_tol=kink_tol,
                                       kink_check=kink_check, store_iterates=store_iterates,
                                       stack_stencil=stack_stencil, checkpoint_every=checkpoint_every,
@@ -270,7 +299,10 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
     ``x_k`` with the activation pattern of ``x_k`` for the kinked modules of
     :mod:`fobtheory.patterns` (ReLU, LeakyReLU, ReLU6, Hardtanh, PReLU, MaxPool1d/2d): the
     finite difference of the smooth piece that autograd differentiates, O(delta^2) even
-    where a step would cross a kink. Kinks it cannot freeze (``F.relu`` in a forward,
+    where a step would cross a kink. The patterns of the inner loop's iterates are recorded
+    during their gradient calls and kept while the iterates are (one byte per activation for
+    ReLU: with ``store_iterates`` K such sets; otherwise one forward pass per backward step
+    records the anchor's, and memory stays flat in K). Kinks it cannot freeze (``F.relu`` in a forward,
     ``torch.abs``, ``x.clamp()``, ...) are named in ``info.unfrozen_kinks``, with a warning;
     ``kink_check=c`` also counts in ``info.kink_suspects`` the task-steps whose one-sided
     differences disagree by more than the fraction c (see ``fobtheory.estimators.fob_maml``;
