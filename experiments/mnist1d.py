@@ -409,7 +409,7 @@ def _accuracies(results, activation, shots, method, guard=False, frozen=False) -
 
 
 # columns 1-3 of a run's ``kinks`` rows, per task step: the guard's step shrinks (0 to 3 each),
-# the share it left unresolved, the share the frozen pattern's check flagged as suspect
+# the share it left unresolved, the share flagged by ``kink_check`` (0 unless training sets it)
 KINK_COUNTS = ("retries_per_task_step", "unresolved_fraction", "suspect_fraction")
 
 
@@ -468,11 +468,6 @@ def _highlights(summary, cfg) -> list[str]:
                          f"({v['per_interval'][0]['unresolved_fraction']:.1%} -> "
                          f"{v['per_interval'][-1]['unresolved_fraction']:.1%})"
                          for k, v in guarded.items()))
-    frozen = {k: v for k, v in summary["kinks"].items() if k.endswith("/fob_symmetric+frozen")}  # forward: no check
-    if frozen:
-        lines.append("Frozen patterns in training, share of task steps whose one-sided differences still disagreed "
-                     "(a kink the pattern does not cover): " + ", ".join(
-                         f"{k} {v['suspect_fraction']:.2%}" for k, v in frozen.items()))
     if summary["timing"]:
         lines.append("Time per meta-step / MAML's (interleaved, meta-batch "
                      f"{cfg['meta_batch']}, {max(cfg['shots'])}-shot, {cfg['activations'][0].upper()}, "
