@@ -22,30 +22,28 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import time
 from pathlib import Path
 
 import torch
 
 from fobtheory.experiments.memory import _episodes
-from fobtheory.experiments.memory_scale import MIB, config as scale_config, cuda_margins, shape_only_batch
+from fobtheory.experiments.memory_scale import (MIB, config as scale_config, cuda_margins, shape_only_batch,
+                                                 variant_options)
 from fobtheory.memory import measure, peak_bytes
 from fobtheory.nn import CNN1D, meta_gradient_batch
 from fobtheory.results import claim, load_results, make_results, verdict, write_json_atomic
 
 NAME = "memory_cuda_check"
-# FO-B symmetric variants, fastest first; the checkpointed one keeps every ceil(sqrt(K))-th iterate
-FOB_VARIANTS = {"fob_symmetric": {}, "fob_symmetric_stored_unstacked": dict(stack_stencil=False),
-                "fob_symmetric_ckpt": dict(stack_stencil=False, checkpoint_every=None),
-                "fob_symmetric_lean": dict(store_iterates=False, stack_stencil=False)}
+# FO-B symmetric variants, fastest first (those of memory_scale, plus stored iterates with one
+# stencil point per call)
+FOB_VARIANTS = ("fob_symmetric", "fob_symmetric_stored_unstacked", "fob_symmetric_ckpt", "fob_symmetric_lean")
 
 
 def fob_options(variant: str, K: int) -> dict:
-    options = dict(FOB_VARIANTS[variant])
-    if "checkpoint_every" in options:
-        options["checkpoint_every"] = math.ceil(math.sqrt(K))
-    return options
+    if variant == "fob_symmetric_stored_unstacked":
+        return dict(stack_stencil=False)
+    return variant_options(variant, K)[1]
 
 
 def candidates(length: int) -> list[dict]:
