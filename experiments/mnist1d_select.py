@@ -344,15 +344,30 @@ def describe_cost(cost: dict) -> str:
     return "\n".join(lines)
 
 
+def describe_selection(cfg, state: dict[Variant, Grid]) -> str:
+    """Each variant's choice so far, as text: the chosen point and its validation accuracy
+    (with the directions the grid did not look in), or how many grid points are trained."""
+    lines = [f"selection ({cfg['grid_shots']}-shot validation accuracy, {cfg['grid_meta_steps']} meta-steps):"]
+    for v, g in state.items():
+        if g.chosen is None:
+            lines.append(f"  {v.key:<26} grid pending: {len(g.scores)} of {len(g.rounds)} points trained")
+            continue
+        edges = open_edges(g.scores, g.chosen, cfg["alpha_ladder"], cfg["inner_steps_ladder"])
+        lines.append(f"  {v.key:<26} alpha {g.chosen[0]:g}, K {g.chosen[1]}: {g.scores[g.chosen]:.1f}% "
+                     f"({len(g.scores)} points)" + (f"; not tried beyond: {', '.join(edges)}" if edges else ""))
+    return "\n".join(lines)
+
+
 def plan(cfg, data=None) -> str:
-    """The cost of the campaign and its pending units (stage, run key, name), as text."""
+    """Each variant's selection so far, the cost of the campaign and its pending units (stage,
+    run key, name), as text."""
     data = mnist1d.load_data(cfg) if data is None else data
     state = grids(cfg)
     todo = pending(cfg, state)
     with mnist1d.threads(cfg["torch_threads"]):
         seconds = measure_seconds(cfg, data, cost_keys(cfg, state))
     done = len(jobs(cfg, state)) - len(todo)
-    lines = [describe_cost(campaign_cost(cfg, seconds, state)),
+    lines = [describe_selection(cfg, state), describe_cost(campaign_cost(cfg, seconds, state)),
              f"{done} units committed, {len(todo)} pending now (results under {cfg['results_dir'] or 'the cache'}):"]
     lines += [f"  {j.stage:<13} {mnist1d.run_key(j.cfg)}/{j.unit.name}  "
               f"(~{unit_seconds(j.cfg, j.unit, seconds) / 60:.0f} min)" for j in todo]
@@ -737,7 +752,8 @@ def main(argv=None) -> int:
         print(plan(cfg))
         if args.plan:
             return 0
-        while todo := sorted(pending(cfg), key=lambda j: -j.cfg["meta_steps"] * j.cfg["inner_steps"]):
+        # seed by seed (an interrupted campaign leaves whole seeds), the costliest units first
+        while todo := sorted(pending(cfg), key=lambda j: (j.unit.seed, -j.cfg["meta_steps"] * j.cfg["inner_steps"])):
             failed = run_parallel.run_units([(j.cfg, j.unit) for j in todo], workers=args.workers,
                                             threads=args.threads)
             if failed:

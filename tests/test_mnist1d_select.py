@@ -229,6 +229,9 @@ def test_quick_run_end_to_end_then_again_without_training(tiny, tmp_path, monkey
         assert {(r["table"], r["alpha"], r["inner_steps"]) for r in finals} == \
             {("shared", 0.4, 1), ("best", c["alpha"], c["inner_steps"])}
         assert all(r["split"] == "test" for r in finals)
+    text = sel.describe_selection(tiny, sel.grids(tiny))
+    for key, c in back["summary"]["chosen"].items():
+        assert f"{key:<26} alpha {c['alpha']:g}, K {c['inner_steps']}: {c['validation_accuracy']:.1f}%" in text
     costs = [r for r in back["records"] if r["kind"] == "cost"]
     assert costs and all(r["seconds_per_step"] > 0 and r["peak_bytes"] > 0 for r in costs)
     assert {c["id"] for c in back["claims"]} == {"shared_fob_tracks_maml_gelu", "best_fob_tracks_maml_gelu"}
@@ -251,6 +254,7 @@ def test_plan_lists_the_pending_units_and_the_cost(tiny, capsys):
     out = capsys.readouterr().out
     assert status == 0 and "process-hours" in out
     assert "6 pending now" in out and out.count("grid round 1") == 4 and out.count("shared ") == 2
+    assert out.count("grid pending: 0 of 2 points trained") == 2  # gelu/maml, gelu/fob_symmetric
     assert cli(["select", "--quick", "--plan", "--methods", "maml"]) == 0
     assert "grid round 1" in capsys.readouterr().out
 
