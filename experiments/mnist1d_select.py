@@ -11,8 +11,9 @@ against time and memory; ``mnist1d_select_grid.png``: the selection grid).
    on ``eval_episodes`` validation episodes (samples held out of the train split; the test
    split plays no part in the choice). **Widening:** when the best point lies on the edge of
    the points tried, its untried neighbours one step along ``alpha_ladder`` or
-   ``inner_steps_ladder`` are added (at most two per variant in the first widening round),
-   for ``grid_rounds`` rounds in all; the ladders' ends bound it too. The chosen setting is the
+   ``inner_steps_ladder`` are added, for ``grid_rounds`` rounds in all; the ladders' ends
+   bound it too (K stops at 10: the budget of the full protocol's runs grows with K), and a
+   choice left on an edge says so (``untried_beyond``). The chosen setting is the
    argmax (ties: fewer inner steps, then the smaller alpha). **1-shot reuses the 5-shot
    choice**: selecting at 1-shot too would double the grid, and the shared protocol also
    uses one setting for both shot counts, so the two tables differ only in the setting.
@@ -67,7 +68,7 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
     for key in ("guarded_activations", "variants"):  # the kink guard is not part of this comparison
         del cfg[key]
     cfg.update(frozen_activations=["relu"], grid_alphas=[0.1, 0.4], grid_inner_steps=[1, 5],
-               alpha_ladder=[0.03, 0.1, 0.4, 0.8], inner_steps_ladder=[1, 5, 10], grid_rounds=2,
+               alpha_ladder=[0.01, 0.03, 0.1, 0.4, 0.8], inner_steps_ladder=[1, 5, 10], grid_rounds=3,
                grid_meta_steps=1000, grid_shots=5, grid_seed=seed, timing_rounds=10, cost_rounds=2)
     if quick:
         cfg.update(methods=["maml", "fob_symmetric"], frozen_activations=[], grid_inner_steps=[1],
