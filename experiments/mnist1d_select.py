@@ -753,8 +753,12 @@ def main(argv=None) -> int:
         print(plan(cfg))
         if args.plan:
             return 0
-        # seed by seed (an interrupted campaign leaves whole seeds), the costliest units first
-        while todo := sorted(pending(cfg), key=lambda j: (j.unit.seed, -j.cfg["meta_steps"] * j.cfg["inner_steps"])):
+        # one seed at a time, re-planned after each (a finished grid adds its variant's runs),
+        # the costliest units first: an interrupted campaign leaves whole seeds
+        while todo := pending(cfg):
+            seed = min(j.unit.seed for j in todo)
+            todo = sorted((j for j in todo if j.unit.seed == seed),
+                          key=lambda j: -j.cfg["meta_steps"] * j.cfg["inner_steps"])
             failed = run_parallel.run_units([(j.cfg, j.unit) for j in todo], workers=args.workers,
                                             threads=args.threads)
             if failed:
