@@ -152,7 +152,7 @@ def test_bad_selection_settings_are_refused_by_name(bad, message):
 
 
 def test_campaign_cost_adds_steps_and_evaluated_episodes_of_each_pending_unit(tmp_path):
-    cfg = _cfg(methods=["maml"], activations=["gelu"], frozen_activations=[], shots=[1, 5], seeds=[0, 1],
+    cfg = _cfg(methods=["maml"], activations=["gelu"], frozen_activations=[], shots=[1, 5], seeds=[0, 1], grid_rounds=2,
                grid_meta_steps=100, meta_steps=200, eval_every=30, curve_episodes=5, eval_episodes=10,
                results_dir=str(tmp_path))
     seconds = {("gelu", "maml", False, k, s): (0.1 * k * s, 0.01) for k in KS for s in (1, 5)}
