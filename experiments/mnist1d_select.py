@@ -718,17 +718,10 @@ def _plot_grid(results, path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fobtheory.experiments.mnist1d_select", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from fobtheory.experiments.run_parallel import campaign_parser
+
+    p = campaign_parser("python -m fobtheory.experiments.mnist1d_select", __doc__)
     p.add_argument("--plan", action="store_true", help="print the campaign's cost and its pending units, then stop")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
-    p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
-    p.add_argument("--quick", action="store_true", help="the quick configuration")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    p.add_argument("--methods", nargs="+", default=None, help="maml fo_maml reptile fob_forward fob_symmetric")
-    p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
-    p.add_argument("--results-dir", default=None, help="committed results root (default figures/mnist1d-runs)")
     return p
 
 
@@ -744,7 +737,7 @@ def make_config(args) -> dict:
 
 def main(argv=None) -> int:
     """``--plan``: the cost and the pending units; otherwise train the pending units in
-    ``--workers`` processes, stage after stage, until every unit is committed."""
+    ``--workers`` processes, one seed at a time, until every unit is committed."""
     from fobtheory.experiments import run_parallel
 
     args = build_parser().parse_args(argv)
@@ -759,10 +752,8 @@ def main(argv=None) -> int:
             seed = min(j.unit.seed for j in todo)
             todo = sorted((j for j in todo if j.unit.seed == seed),
                           key=lambda j: -j.cfg["meta_steps"] * j.cfg["inner_steps"])
-            failed = run_parallel.run_units([(j.cfg, j.unit) for j in todo], workers=args.workers,
-                                            threads=args.threads)
-            if failed:
-                print(f"{len(failed)} unit(s) failed: {', '.join(failed)}", file=sys.stderr)
+            if run_parallel.report_failed(run_parallel.run_units([(j.cfg, j.unit) for j in todo],
+                                                                 workers=args.workers, threads=args.threads)):
                 return 1
     except ValueError as err:
         print(f"mnist1d_select: error: {err}", file=sys.stderr)

@@ -74,8 +74,10 @@ def run_units(jobs, *, workers: int, threads: int = 1, echo=print) -> list[str]:
     return failed
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fobtheory.experiments.run_parallel", description=__doc__,
+def campaign_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the options every campaign command takes: workers, threads, device,
+    the configuration (quick, seed), methods, activations and the committed results root."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
@@ -83,11 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the quick configuration")
     p.add_argument("--seed", type=int, default=0, help="base seed of the configuration (default 0)")
     p.add_argument("--methods", nargs="+", default=None, help="maml fo_maml reptile fob_forward fob_symmetric")
+    p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
+    p.add_argument("--results-dir", default=None, help="committed results root (default figures/mnist1d-runs)")
+    return p
+
+
+def report_failed(failed: list[str]) -> int:
+    """Exit status of a campaign: 1, naming the failed units on stderr, or 0."""
+    if failed:
+        print(f"{len(failed)} unit(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = campaign_parser("python -m fobtheory.experiments.run_parallel", __doc__)
     p.add_argument("--shots", nargs="+", type=int, default=None)
     p.add_argument("--seeds", nargs="+", type=int, default=None)
-    p.add_argument("--activations", nargs="+", default=None)
     p.add_argument("--variants", nargs="+", default=None, help="plain guard frozen (default all)")
-    p.add_argument("--results-dir", default=None, help="committed results root (default figures/mnist1d-runs)")
     p.add_argument("--dry-run", action="store_true", help="list the pending units and stop")
     return p
 
@@ -112,8 +126,7 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"run_parallel: error: {err}", file=sys.stderr)
         return 2
-    if failed:
-        print(f"{len(failed)} unit(s) failed: {', '.join(failed)}", file=sys.stderr)
+    if report_failed(failed):
         return 1
     print("all units committed; `fobtheory mnist1d` with the same options assembles the results")
     return 0
