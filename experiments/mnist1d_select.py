@@ -47,7 +47,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from fobtheory import plotting
-from fobtheory.experiments import mnist1d
+from fobtheory.experiments import mnist1d, run_parallel
 from fobtheory.memory import peak_bytes, wall_time
 from fobtheory.nn import METHODS, meta_gradient_batch
 from fobtheory.progress import track
@@ -718,9 +718,7 @@ def _plot_grid(results, path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fobtheory.experiments.run_parallel import campaign_parser
-
-    p = campaign_parser("python -m fobtheory.experiments.mnist1d_select", __doc__)
+    p = run_parallel.campaign_parser("python -m fobtheory.experiments.mnist1d_select", __doc__)
     p.add_argument("--plan", action="store_true", help="print the campaign's cost and its pending units, then stop")
     return p
 
@@ -738,8 +736,6 @@ def make_config(args) -> dict:
 def main(argv=None) -> int:
     """``--plan``: the cost and the pending units; otherwise train the pending units in
     ``--workers`` processes, one seed at a time, until every unit is committed."""
-    from fobtheory.experiments import run_parallel
-
     args = build_parser().parse_args(argv)
     try:
         cfg = make_config(args)
