@@ -1,4 +1,5 @@
-"""Meta-gradient estimators that call gradient oracles only: FO-B-MAML, FO-MAML, Reptile.
+"""Meta-gradient estimators on oracles: FO-B-MAML, FO-MAML, Reptile (gradients only), and
+the exact references HVP-MAML and HF-MAML (Hessian-vector products, exact or by differences).
 
 Notation (see DESIGN.md): ``phi(x) = x - alpha grad f(x)``, iterates ``x_{k+1} = phi(x_k)``,
 ``Phi(x) = F(x_K)``, and ``grad Phi(x) = J_0 ... J_{K-1} grad F(x_K)`` with
@@ -20,6 +21,15 @@ last step (k = K-1) has a nonlinear outer loss, so ``fixed_point_iters`` J > 1 a
 The iterates ``x_k`` are stored (K+1 parameter vectors, never an activation graph) or, with
 ``store_iterates=False``, recomputed from x_0.
 With ``normalize=True`` the step is ``h = delta / |v|``, so the parameters move by delta.
+
+**HVP-MAML** (:func:`maml_hvp`) runs the same backward recursion with an exact
+Hessian-vector oracle, ``v_k = v_{k+1} - alpha H_k v_{k+1}`` (``H_k = hess f(x_k)``): the
+exact meta-gradient, with the iterates stored, checkpointed or recomputed as FO-B's are.
+**HF-MAML** (:func:`hf_maml`, Fallah, Mokhtari and Ozdaglar 2019) replaces each ``H_k v`` by
+the central difference ``(grad f(x_k + h v) - grad f(x_k - h v)) / (2h)``; it is the
+symmetric FO-B estimator with J = 1, derived from the recursion instead of the perturbed
+problem (the two differ at J >= 2, in other stencils, and in the forward scheme's reuse of
+``grad f(x_k)``).
 
 Costs in gradient calls, K inner steps, J = 1: FO-MAML K+1, forward 2K+1 (the inner loop's
 ``grad f(x_k)`` are the base points), symmetric 3K+1, order p about (p+1)K+1.
@@ -60,6 +70,7 @@ class EstimateInfo:
 
     inner_grad_calls: int = 0
     outer_grad_calls: int = 0
+    inner_hvp_calls: int = 0  # exact Hessian-vector products (maml_hvp)
     fixed_point_iters: list[int] = field(default_factory=list)  # iterations used per perturbed solve
     fixed_point_residual: float = 0.0  # largest final |w_(j+1) - w_j| / |v| over the solves
     kink_retries: int = 0  # (task) steps whose step size the kink guard shrank
@@ -114,9 +125,10 @@ class _Oracles:
     and arrays of shape ``(B, 1, ..., 1)`` broadcasting against x for a batch.
     """
 
-    def __init__(self, x, inner_grad: Oracle, outer_grad: Oracle, batched: bool, stack: bool = True):
+    def __init__(self, x, inner_grad: Oracle, outer_grad: Oracle, batched: bool, stack: bool = True,
+                 inner_hvp: Callable | None = None):
         self.x, self.batched, self.stack = x, batched, stack
-        self.oracles = {"inner_grad": inner_grad, "outer_grad": outer_grad}
+        self.oracles = {"inner_grad": inner_grad, "outer_grad": outer_grad, "inner_hvp": inner_hvp}
         self.anchored = {name: accepts_anchor(fn) for name, fn in self.oracles.items()}
         self.info = EstimateInfo()
 
@@ -125,6 +137,10 @@ class _Oracles:
 
     def outer(self, points: list, where: str, anchor=None) -> list:
         return self._call("outer_grad", points, where, anchor)
+
+    def hvp(self, point, v, where: str):
+        """``hess f(point) v``, checked like a gradient."""
+        return self._checked("inner_hvp", point, where, {}, v)
 
     def stacks(self, n: int) -> bool:
         """Whether ``n`` points go to the oracle in one stacked call."""
@@ -139,8 +155,8 @@ class _Oracles:
             return list(self._checked(name, stacked, where, kw).reshape(len(points), *points[0].shape))
         return [self._checked(name, p, where, kw) for p in points]
 
-    def _checked(self, name: str, point, where: str, kw: dict):
-        g = self.oracles[name](point, **kw)
+    def _checked(self, name: str, point, where: str, kw: dict, *args):
+        g = self.oracles[name](point, *args, **kw)
         if arrays.is_tensor(point) != arrays.is_tensor(g):
             raise ValueError(f"{name} must return the input's type ({type(point).__name__}), "
                              f"got {type(g).__name__} {where}")
@@ -202,6 +218,17 @@ def _inner_loop(x, oracles: _Oracles, alpha, steps: int, every: int | None = Non
             kept[k] = (x, g if keep_grads else None)
         x = x - alpha * g
     return x, kept
+
+
+def _storage(store_iterates: bool, checkpoint_every) -> int | None:
+    """The checkpoint spacing of the inner loop: c, 1 (``store_iterates``) or None (keep
+    nothing: recompute from x_0)."""
+    if checkpoint_every is not None:
+        checkpoint_every = integer("checkpoint_every", checkpoint_every)
+        if not store_iterates:
+            raise ValueError("checkpoint_every keeps every c-th iterate and store_iterates=False none: pass one "
+                             "of them (checkpoint_every >= inner_steps keeps x_0 only)")
+    return checkpoint_every or (1 if store_iterates else None)
 
 
 def _iterate(x0, kept: dict, k: int, oracles: _Oracles, alpha, with_grad: bool):
@@ -455,12 +482,7 @@ def fob_maml(
         kink_tol = positive("kink_tol", kink_tol)
     if kink_check is not None:
         kink_check = positive("kink_check", kink_check)
-    if checkpoint_every is not None:
-        checkpoint_every = integer("checkpoint_every", checkpoint_every)
-        if not store_iterates:
-            raise ValueError("checkpoint_every keeps every c-th iterate and store_iterates=False none: pass one "
-                             "of them (checkpoint_every >= inner_steps keeps x_0 only)")
-    every = checkpoint_every or (1 if store_iterates else None)  # None: recompute from x_0
+    every = _storage(store_iterates, checkpoint_every)
     oracles = _Oracles(x, inner_grad, outer_grad, batched, stack_stencil)
     # grad f(x_k) is needed by one-sided stencils (offset 0) and by the kink guard
     base = scheme != "complex" and (0 in stencil_for(scheme).offsets or kink_tol is not None or kink_check is not None)
@@ -501,3 +523,63 @@ def reptile(x, inner_grad: Oracle, outer_grad: Oracle, *, alpha: float, inner_st
         u = u - alpha * (gf + gF)
     g = (x - u) / (m * alpha)
     return (g, oracles.info) if return_info else g
+
+
+def _recursion(x, oracles: _Oracles, alpha, inner_steps: int, store_iterates: bool, checkpoint_every, jvp):
+    """``v_K = grad F(x_K)``, ``v_k = v_{k+1} - alpha jvp(x_k, v_{k+1})`` for k = K-1..0: the
+    backward recursion of the meta-gradient with ``jvp(x, v)`` standing for ``hess f(x) v``;
+    the iterates stored, checkpointed or recomputed as in :func:`fob_maml`."""
+    xK, kept = _inner_loop(x, oracles, alpha, inner_steps, every=_storage(store_iterates, checkpoint_every))
+    (v,) = oracles.outer([xK], f"at x_K (K={inner_steps})")
+    del xK
+    for k in reversed(range(inner_steps)):
+        xk, _ = _iterate(x, kept, k, oracles, alpha, with_grad=False)
+        v = v - alpha * jvp(xk, v, k)
+        kept.pop(k, None)
+    return v
+
+
+def maml_hvp(x, inner_grad: Oracle, outer_grad: Oracle, inner_hvp: Callable, *, alpha: float, inner_steps: int = 1,
+             store_iterates: bool = True, checkpoint_every: int | None = None, batched: bool = False,
+             return_info: bool = False):
+    """Exact MAML meta-gradient by the Hessian-vector recursion (HVP-MAML).
+
+    ``v_K = grad F(x_K)``, ``v_k = v_{k+1} - alpha hess f(x_k) v_{k+1}``, answer ``v_0``:
+    ``inner_hvp(x, v)`` returns ``hess f(x) v`` (rows of a batch: one task per row). Each
+    product needs the activations of one inner step only, so memory does not grow with K
+    beyond the stored iterates; ``store_iterates`` and ``checkpoint_every`` are those of
+    :func:`fob_maml` (``False``: memory flat in K, ``K(K-1)/2`` more gradient calls). Costs
+    K+1 gradient calls (K inner, one outer) and K products, counted in ``info``.
+    """
+    x = _check_point(x, batched)
+    alpha = positive("alpha", alpha)
+    inner_steps = integer("inner_steps", inner_steps)
+    oracles = _Oracles(x, inner_grad, outer_grad, batched, inner_hvp=inner_hvp)
+    v = _recursion(x, oracles, alpha, inner_steps, store_iterates, checkpoint_every,
+                   lambda xk, v, k: oracles.hvp(xk, v, f"at backward step {k}"))
+    return (v, oracles.info) if return_info else v
+
+
+def hf_maml(x, inner_grad: Oracle, outer_grad: Oracle, *, alpha: float, delta: float, inner_steps: int = 1,
+            normalize: bool = False, store_iterates: bool = True, checkpoint_every: int | None = None,
+            batched: bool = False, return_info: bool = False):
+    """HF-MAML (Fallah, Mokhtari and Ozdaglar 2019): the recursion of :func:`maml_hvp` with
+    each ``hess f(x_k) v`` replaced by ``(grad f(x_k + h v) - grad f(x_k - h v)) / (2h)``,
+    ``h = delta`` (``normalize=True``: ``h = delta / |v|``, the parameters move by delta).
+    Bias O(delta^2) per step; 3K+1 gradient calls. Equal to
+    ``fob_maml(scheme="symmetric", fixed_point_iters=1)`` up to roundoff, by another route.
+    """
+    x = _check_point(x, batched)
+    alpha = positive("alpha", alpha)
+    delta = positive("delta", delta)
+    inner_steps = integer("inner_steps", inner_steps)
+    oracles = _Oracles(x, inner_grad, outer_grad, batched)
+
+    def difference(xk, v, k):
+        vnorm = oracles.norm(v)
+        h = oracles.where(vnorm > 0, delta / oracles.where(vnorm > 0, vnorm, 1), delta) if normalize else delta
+        plus, minus = oracles.inner([xk + h * v, xk - h * v], f"at backward step {k}")
+        return (plus - minus) / (2 * h)
+
+    v = _recursion(x, oracles, alpha, inner_steps, store_iterates, checkpoint_every, difference)
+    return (v, oracles.info) if return_info else v

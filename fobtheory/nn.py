@@ -10,7 +10,14 @@ evaluated with ``torch.func.functional_call``, ``vmap``-ed over the tasks of a m
 and over the points of a stencil; each call builds and frees one forward graph, so no
 activation is kept across inner steps. ``maml`` differentiates through the K inner steps
 (double backward): the second-order reference, whose graph holds the activations of every
-step.
+step. ``maml_hvp`` computes the same meta-gradient by the backward recursion of
+Hessian-vector products (:func:`fobtheory.estimators.maml_hvp`), one inner step's
+activations at a time.
+
+Before any transform runs, :mod:`fobtheory.model_checks` checks the data against the model
+and probes its forward once: BatchNorm normalises with the statistics of the set at hand and
+its running buffers are left untouched, custom ``autograd.Function`` s that ``vmap`` cannot
+take run task by task, and second-order methods refuse Functions without second derivatives.
 
 With ``freeze_pattern=True`` the inner oracle is anchored (:mod:`fobtheory.estimators`): at
 the points of a stencil around ``x_k`` it evaluates the gradient with the activation pattern
@@ -25,14 +32,17 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
-from . import estimators
+from . import arrays, estimators
 from .checks import integer, positive
+from .model_checks import Probe, batch_statistics, check_data, require_second_order
 from .models import ACTIVATIONS, CNN1D  # noqa: F401  (re-exported: fobtheory.nn.CNN1D is the contract)
 from .patterns import PatternHooks
 
-METHODS = ("maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric")
+METHODS = ("maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric")  # the methods trained and compared
+ALL_METHODS = METHODS + ("maml_hvp",)  # and exact MAML by Hessian-vector products, the memory-lean reference
+SECOND_ORDER = ("maml", "maml_hvp")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +172,48 @@ def loss_gradient(model: nn.Module, data, loss: Callable = F.cross_entropy, *, h
 
 
 # ---------------------------------------------------------------------------------------------
+# Hessian-vector products
+
+
+HVP_MODES = ("forward", "reverse")
+
+
+def loss_hvp(model: nn.Module, data, loss: Callable = F.cross_entropy, *, batched: bool = True,
+             mode: str = "forward") -> Callable:
+    """The oracle ``(theta, v) -> hess_theta loss(model(theta; X), Y) v`` of ``data = (X, Y)``
+    (rows of a batch as in :func:`loss_gradient`). ``mode="forward"``: forward-over-reverse,
+    ``jvp`` of ``grad``; ``"reverse"``: reverse-over-reverse, ``vjp`` of ``grad`` (the Hessian
+    is symmetric). Both hold one forward's activations and agree to roundoff; forward needs
+    forward-mode rules for every op (fused attention kernels have none), reverse does not.
+    Measured on a ReLU CNN1D (width 64, depth 6, 16 tasks, float32, 1 thread): 0.57 s and
+    0.59 s per call, so forward is the default."""
+    if mode not in HVP_MODES:
+        raise ValueError(f"hvp must be one of {HVP_MODES}, got {mode!r}")
+    X, Y = data
+    spec = parameter_spec(model)
+
+    def task_loss(theta, x, y):
+        return loss(functional_call(model, unflatten(theta, spec), (x,)), y)
+
+    def product(theta, v, x, y):
+        g = lambda t: grad(task_loss)(t, x, y)  # noqa: E731
+        return jvp(g, (theta,), (v,))[1] if mode == "forward" else vjp(g, theta)[1](v)[0]
+
+    def double_backward(theta, v, x, y):
+        params = _leaves(theta, spec)
+        g = torch.autograd.grad(loss(functional_call(model, params, (x,)), y), list(params.values()), create_graph=True)
+        return flatten(dict(zip(params, torch.autograd.grad(g, list(params.values()), list(unflatten(v, spec).values())))))
+
+    per_row = vmap(product) if batched else double_backward
+
+    def oracle(thetas: torch.Tensor, vs: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            return per_row(thetas.detach(), vs.detach(), X, Y).detach()
+
+    return oracle
+
+
+# ---------------------------------------------------------------------------------------------
 # meta-gradients
 
 
@@ -188,15 +240,33 @@ def _maml(model, supports, queries, alpha, inner_steps, loss, thetas, batched: b
         return _lift(spec, batched)(objective)(thetas, *supports, *queries)
 
 
+def _finite(g, model, supports, queries, thetas, *, batched, alpha, inner_steps, loss, method):
+    """``g``, or an error that says where the non-finite values of a meta-gradient come from:
+    the inner loop or the query loss (found by running them, first order), or the second-order
+    terms themselves."""
+    if arrays.is_shape_only(g) or bool(torch.isfinite(g).all()):
+        return g
+    inner, outer = (loss_gradient(model, data, loss, batched=batched) for data in (supports, queries))
+    try:
+        estimators.fo_maml(thetas, inner, outer, alpha=alpha, inner_steps=inner_steps, batched=batched)
+    except ValueError as error:
+        raise ValueError(f"method={method!r} gives a non-finite meta-gradient: {error}; the inner loop diverges "
+                         f"at alpha={alpha:g}: reduce alpha or inner_steps") from None
+    raise ValueError(f"method={method!r} gives a non-finite meta-gradient although every gradient of the inner loop "
+                     "and of the query loss is finite: its second-order terms overflow (reduce alpha, use float64, "
+                     "or a first-order method)")
+
+
 # model -> the kinked functions its forward calls outside the frozen modules
 _UNFROZEN: "weakref.WeakKeyDictionary[nn.Module, list[str]]" = weakref.WeakKeyDictionary()
-# the options of the FO-B estimators that :func:`meta_gradient_batch` passes on
-OPTIONS = ("normalize", "kink_tol", "store_iterates", "stack_stencil", "freeze_pattern", "kink_check", "checkpoint_every")
+# the options of the FO-B estimators that :func:`meta_gradient_batch` passes on (and maml_hvp's hvp)
+OPTIONS = ("normalize", "kink_tol", "store_iterates", "stack_stencil", "freeze_pattern", "kink_check",
+           "checkpoint_every", "hvp")
 
 
 def _check_method(method: str, options: dict, alpha, inner_steps):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"method must be one of {ALL_METHODS}, got {method!r}")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}: the options are {list(OPTIONS)}")
@@ -204,7 +274,9 @@ def _check_method(method: str, options: dict, alpha, inner_steps):
     if freeze_pattern and not method.startswith("fob_"):
         raise ValueError(f"freeze_pattern=True applies to fob_forward and fob_symmetric only, got method={method!r}: "
                          "it freezes the activation pattern at the points of a finite-difference stencil, and "
-                         f"{method} {'differentiates through the pattern already' if method == 'maml' else 'has no stencil'}")
+                         f"{method} {'differentiates through the pattern already' if method in SECOND_ORDER else 'has no stencil'}")
+    if "hvp" in options and method != "maml_hvp":
+        raise ValueError(f"hvp selects maml_hvp's Hessian-vector products, got method={method!r}")
     positive("alpha", alpha)
     integer("inner_steps", inner_steps)
 
@@ -212,11 +284,18 @@ def _check_method(method: str, options: dict, alpha, inner_steps):
 def _meta_gradient(model, supports, queries, thetas, *, batched: bool, method: str, alpha: float, inner_steps: int,
                    delta: float, loss: Callable, normalize: bool = True, kink_tol: float | None = None,
                    store_iterates: bool = True, stack_stencil: bool = True, freeze_pattern: bool = False,
-                   kink_check: float | None = None, checkpoint_every: int | None = None):
+                   kink_check: float | None = None, checkpoint_every: int | None = None, hvp: str = "forward"):
     """``(flat meta-gradients, EstimateInfo or None)`` at ``thetas``: one row per task when
     ``batched``, else one task (see :func:`meta_gradient_batch` for the options)."""
     if method == "maml":
-        return _maml(model, supports, queries, alpha, inner_steps, loss, thetas, batched), None
+        g = _maml(model, supports, queries, alpha, inner_steps, loss, thetas, batched)
+        return _finite(g, model, supports, queries, thetas, batched=batched, alpha=alpha, inner_steps=inner_steps,
+                       loss=loss, method=method), None
+    if method == "maml_hvp":
+        inner, outer = (loss_gradient(model, data, loss, batched=batched) for data in (supports, queries))
+        return estimators.maml_hvp(thetas, inner, outer, loss_hvp(model, supports, loss, batched=batched, mode=hvp),
+                                   alpha=alpha, inner_steps=inner_steps, store_iterates=store_iterates,
+                                   checkpoint_every=checkpoint_every, batched=batched, return_info=True)
     with PatternHooks(model if freeze_pattern else nn.Module()) as hooks:
         inner = loss_gradient(model, supports, loss, hooks=hooks, batched=batched)
         outer = loss_gradient(model, queries, loss, batched=batched)
@@ -243,11 +322,46 @@ def _meta_gradient(model, supports, queries, thetas, *, batched: bool, method: s
     return g, info
 
 
+def _merged(infos: list) -> estimators.EstimateInfo | None:
+    """One ``EstimateInfo`` for a batch computed task by task: counts add up, lists join, the
+    residual is the largest."""
+    if infos[0] is None:
+        return None
+    merged = estimators.EstimateInfo(fixed_point_residual=max(i.fixed_point_residual for i in infos),
+                                     unfrozen_kinks=infos[0].unfrozen_kinks)
+    for info in infos:
+        for name in ("inner_grad_calls", "outer_grad_calls", "inner_hvp_calls", "kink_retries", "kink_unresolved",
+                     "kink_suspects"):
+            setattr(merged, name, getattr(merged, name) + getattr(info, name))
+        merged.fixed_point_iters += info.fixed_point_iters
+    return merged
+
+
+def _task_by_task(model, supports, queries, thetas, **kw):
+    """``_meta_gradient`` of a batch, one task at a time (for models ``vmap`` cannot take)."""
+    rows = [_meta_gradient(model, tuple(t[b] for t in supports), tuple(t[b] for t in queries), thetas[b],
+                           batched=False, **kw) for b in range(thetas.shape[0])]
+    return torch.stack([g for g, _ in rows]), _merged([info for _, info in rows])
+
+
+def _prepare(model, supports, queries, *, batched, method, options, alpha, inner_steps, loss) -> Probe:
+    """Check the call before anything runs; the probe of the model's forward."""
+    _check_method(method, options, alpha, inner_steps)
+    found = check_data(model, supports, queries, batched=batched, loss=loss)
+    if method in SECOND_ORDER:
+        require_second_order(found, method)
+    return found
+
+
 def _split(g: torch.Tensor, spec) -> dict[str, torch.Tensor]:
     """Flat gradients (leading task axis or not) as ``{parameter name: gradient}``."""
     lead = g.shape[:-1]
     return {name: view.reshape(*lead, *shape) for (name, shape), view in
             zip(spec, torch.split(g, [shape.numel() for _, shape in spec], dim=-1))}
+
+
+def _parameters(model: nn.Module) -> torch.Tensor:
+    return flatten({n: p.detach() for n, p in model.named_parameters()})
 
 
 def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alpha: float, inner_steps: int = 1,
@@ -256,14 +370,17 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
     """Meta-gradients of B tasks at once.
 
     ``supports = (X, Y)`` with X of shape (B, n, ...), likewise ``queries``. ``method`` is one
-    of :data:`METHODS`: ``maml`` (second order, differentiating through the inner loop),
-    ``fo_maml``, ``reptile``, ``fob_forward``, ``fob_symmetric`` (gradients only, by
+    of :data:`ALL_METHODS`: ``maml`` (second order, differentiating through the inner loop),
+    ``maml_hvp`` (the same, exact, by a backward recursion of Hessian-vector products; option
+    ``hvp="forward"`` or ``"reverse"``, see :func:`loss_hvp`), ``fo_maml``, ``reptile``,
+    ``fob_forward``, ``fob_symmetric`` (gradients only, by
     :func:`fobtheory.estimators.fob_maml` on the flat parameters). FO-B ``options``:
     ``normalize=True`` (the parameter displacement has norm delta), the kink guard
     ``kink_tol``, ``store_iterates`` (``False``: recompute the inner iterates, memory flat
     in K), ``checkpoint_every=c`` (keep every c-th iterate, recompute the others from it),
     ``stack_stencil`` (``False``: one oracle call per stencil point, the peak memory of a
-    single gradient, slower), ``freeze_pattern`` and ``kink_check``.
+    single gradient, slower), ``freeze_pattern`` and ``kink_check``. ``maml_hvp`` takes
+    ``store_iterates`` and ``checkpoint_every`` too.
 
     ``freeze_pattern=True`` (FO-B methods only) evaluates the stencil gradients around
     ``x_k`` with the activation pattern of ``x_k`` for the kinked modules of
@@ -278,17 +395,33 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
     differences disagree by more than the fraction c (see ``fobtheory.estimators.fob_maml``;
     it keeps ``grad f(x_k)``: K more parameter vectors with stored iterates).
 
+    The model as users write it (:mod:`fobtheory.model_checks`): BatchNorm in training mode
+    normalises with the batch statistics of the set at hand (the support set in the inner
+    loop, the query set in the outer loss, as MAML does) and its running buffers are never
+    written: a meta-gradient is a measurement, and the same call twice gives the same answer
+    on the same model (update running statistics, if you evaluate in eval mode, with a plain
+    forward of your choice); in eval mode the running statistics are used. Custom
+    ``autograd.Function`` s without ``setup_context`` run task by task (a warning names them);
+    second-order methods raise for a Function with a ``@once_differentiable`` backward, whose
+    second derivatives autograd would drop. Data, labels, shapes and dtypes are checked
+    against the model first, and a meta-gradient is never returned with NaN or inf entries.
+
     Returns ``{parameter name: (B, *shape) tensor}``, row b the meta-gradient of task b,
     and with ``return_info`` the estimator's ``EstimateInfo`` (``None`` for maml).
     """
-    _check_method(method, options, alpha, inner_steps)
-    B = supports[0].shape[0]
-    if not (supports[1].shape[0] == queries[0].shape[0] == queries[1].shape[0] == B):
-        raise ValueError(f"supports and queries must hold the same number of tasks, got shapes "
-                         f"{[tuple(t.shape) for t in (*supports, *queries)]}")
-    thetas = flatten({n: p.detach() for n, p in model.named_parameters()}).expand(B, -1)
-    g, info = _meta_gradient(model, supports, queries, thetas, batched=True, method=method, alpha=alpha,
-                             inner_steps=inner_steps, delta=delta, loss=loss, **options)
+    found = _prepare(model, supports, queries, batched=True, method=method, options=options, alpha=alpha,
+                     inner_steps=inner_steps, loss=loss)
+    supports, queries = tuple(supports), tuple(queries)
+    thetas = _parameters(model).expand(supports[0].shape[0], -1)
+    kw = dict(method=method, alpha=alpha, inner_steps=inner_steps, delta=delta, loss=loss, **options)
+    with batch_statistics(model):
+        if found.classic_functions:
+            warnings.warn(f"{', '.join(found.classic_functions)} (custom autograd.Function without setup_context) "
+                          "cannot run under torch.func.vmap: the tasks run one at a time. Give it a setup_context "
+                          "staticmethod and generate_vmap_rule = True to batch them", stacklevel=2)
+            g, info = _task_by_task(model, supports, queries, thetas, **kw)
+        else:
+            g, info = _meta_gradient(model, supports, queries, thetas, batched=True, **kw)
     out = _split(g, parameter_spec(model))
     return (out, info) if return_info else out
 
@@ -297,15 +430,17 @@ def meta_gradient(model: nn.Module, support, query, *, method: str, alpha: float
                   delta: float = 1e-3, loss: Callable = F.cross_entropy, return_info: bool = False, **options):
     """The meta-gradient of ``loss(model(phi^K(theta); x_query), y_query)`` for one task.
 
-    ``support`` and ``query`` are ``(x, y)`` pairs. Methods and ``options`` are those of
-    :func:`meta_gradient_batch`; one task runs without ``vmap``, as fast as a plain
-    autograd loop. Returns ``{parameter name: gradient}`` (and the ``EstimateInfo``,
-    ``None`` for maml, with ``return_info``).
+    ``support`` and ``query`` are ``(x, y)`` pairs. Methods, ``options`` and the handling of
+    BatchNorm, custom Functions and bad input are those of :func:`meta_gradient_batch`; one
+    task runs without ``vmap``, as fast as a plain autograd loop. Returns ``{parameter name:
+    gradient}`` (and the ``EstimateInfo``, ``None`` for maml, with ``return_info``).
     """
-    _check_method(method, options, alpha, inner_steps)
-    theta = flatten({n: p.detach() for n, p in model.named_parameters()})
-    g, info = _meta_gradient(model, tuple(support), tuple(query), theta, batched=False, method=method, alpha=alpha,
-                             inner_steps=inner_steps, delta=delta, loss=loss, **options)
+    _prepare(model, support, query, batched=False, method=method, options=options, alpha=alpha,
+             inner_steps=inner_steps, loss=loss)
+    with batch_statistics(model):
+        g, info = _meta_gradient(model, tuple(support), tuple(query), _parameters(model), batched=False,
+                                 method=method, alpha=alpha, inner_steps=inner_steps, delta=delta, loss=loss,
+                                 **options)
     grads = _split(g, parameter_spec(model))
     return (grads, info) if return_info else grads
 
@@ -313,12 +448,23 @@ def meta_gradient(model: nn.Module, support, query, *, method: str, alpha: float
 def adapted_accuracy(model: nn.Module, supports, queries, *, alpha: float, inner_steps: int = 1,
                      loss: Callable = F.cross_entropy) -> torch.Tensor:
     """Query accuracy of each of B tasks after K inner gradient steps on its support set
-    (``supports``, ``queries`` batched as in :func:`meta_gradient_batch`); shape (B,)."""
+    (``supports``, ``queries`` batched as in :func:`meta_gradient_batch`, BatchNorm likewise);
+    shape (B,)."""
     spec = parameter_spec(model)
-    inner = loss_gradient(model, supports, loss)
-    thetas = flatten({n: p.detach() for n, p in model.named_parameters()}).expand(supports[0].shape[0], -1)
-    for _ in range(integer("inner_steps", inner_steps)):
-        thetas = thetas - positive("alpha", alpha) * inner(thetas)
-    with torch.no_grad():
-        logits = vmap(lambda th, x: functional_call(model, unflatten(th, spec), (x,)))(thetas, queries[0])
-    return (logits.argmax(-1) == queries[1]).to(torch.float64).mean(-1)
+    found = check_data(model, supports, queries, batched=True, loss=loss)
+    alpha, inner_steps = positive("alpha", alpha), integer("inner_steps", inner_steps)
+    tasks = range(supports[0].shape[0]) if found.classic_functions else [slice(None)]
+    accuracy = []
+    with batch_statistics(model):
+        for b in tasks:  # all at once under vmap, or one task a time where vmap cannot go
+            (xs, ys), (xq, yq) = ((t[b] for t in pair) for pair in (supports, queries))
+            one = found.classic_functions != ()
+            inner = loss_gradient(model, (xs, ys), loss, batched=not one)
+            theta = _parameters(model) if one else _parameters(model).expand(xs.shape[0], -1)
+            for _ in range(inner_steps):
+                theta = theta - alpha * inner(theta)
+            forward = lambda th, x: functional_call(model, unflatten(th, spec), (x,))  # noqa: E731
+            with torch.no_grad():
+                logits = forward(theta, xq) if one else vmap(forward)(theta, xq)
+            accuracy.append((logits.argmax(-1) == yq).to(torch.float64).mean(-1))
+    return torch.stack(accuracy) if found.classic_functions else accuracy[0]
