@@ -95,15 +95,19 @@ def probe(model: nn.Module, x: torch.Tensor, argument: str) -> Probe:
     cache = _PROBES.setdefault(model, {})
     if key in cache:
         return cache[key]
-    buffers = {name: b._version for name, b in model.named_buffers()}
+    buffers = {name: (b._version, b.detach().clone()) for name, b in model.named_buffers()}
     try:
         with torch.enable_grad(), batch_statistics(model):
             out = model(x)
     except RuntimeError as error:
         raise ValueError(f"{argument} of shape {tuple(x.shape)} (one task's inputs) does not fit the model: "
                          f"{error}") from None
-    written = [name for name, b in model.named_buffers() if b._version != buffers.get(name, b._version)]
+    written = [name for name, b in model.named_buffers() if name in buffers and b._version != buffers[name][0]]
     if written:
+        with torch.no_grad():  # the probe leaves the model as it found it
+            for name, b in model.named_buffers():
+                if name in written:
+                    b.copy_(buffers[name][1])
         owners = {name.rpartition(".")[0] or "<model>" for name in written}
         modules = dict(model.named_modules())
         raise ValueError(

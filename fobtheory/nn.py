@@ -448,23 +448,24 @@ def meta_gradient(model: nn.Module, support, query, *, method: str, alpha: float
 def adapted_accuracy(model: nn.Module, supports, queries, *, alpha: float, inner_steps: int = 1,
                      loss: Callable = F.cross_entropy) -> torch.Tensor:
     """Query accuracy of each of B tasks after K inner gradient steps on its support set
-    (``supports``, ``queries`` batched as in :func:`meta_gradient_batch`, BatchNorm likewise);
-    shape (B,)."""
-    spec = parameter_spec(model)
+    (``supports``, ``queries`` batched as in :func:`meta_gradient_batch`, BatchNorm and custom
+    Functions likewise); shape (B,)."""
     found = check_data(model, supports, queries, batched=True, loss=loss)
     alpha, inner_steps = positive("alpha", alpha), integer("inner_steps", inner_steps)
-    tasks = range(supports[0].shape[0]) if found.classic_functions else [slice(None)]
-    accuracy = []
+    spec = parameter_spec(model)
+
+    def accuracy(support, query, batched: bool):
+        inner = loss_gradient(model, support, loss, batched=batched)
+        theta = _parameters(model).expand(support[0].shape[0], -1) if batched else _parameters(model)
+        for _ in range(inner_steps):
+            theta = theta - alpha * inner(theta)
+        forward = lambda th, x: functional_call(model, unflatten(th, spec), (x,))  # noqa: E731
+        with torch.no_grad():
+            logits = (vmap(forward) if batched else forward)(theta, query[0])
+        return (logits.argmax(-1) == query[1]).to(torch.float64).mean(-1)
+
     with batch_statistics(model):
-        for b in tasks:  # all at once under vmap, or one task a time where vmap cannot go
-            (xs, ys), (xq, yq) = ((t[b] for t in pair) for pair in (supports, queries))
-            one = found.classic_functions != ()
-            inner = loss_gradient(model, (xs, ys), loss, batched=not one)
-            theta = _parameters(model) if one else _parameters(model).expand(xs.shape[0], -1)
-            for _ in range(inner_steps):
-                theta = theta - alpha * inner(theta)
-            forward = lambda th, x: functional_call(model, unflatten(th, spec), (x,))  # noqa: E731
-            with torch.no_grad():
-                logits = forward(theta, xq) if one else vmap(forward)(theta, xq)
-            accuracy.append((logits.argmax(-1) == yq).to(torch.float64).mean(-1))
-    return torch.stack(accuracy) if found.classic_functions else accuracy[0]
+        if not found.classic_functions:
+            return accuracy(supports, queries, batched=True)
+        return torch.stack([accuracy(tuple(t[b] for t in supports), tuple(t[b] for t in queries), batched=False)
+                            for b in range(supports[0].shape[0])])

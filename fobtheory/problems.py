@@ -111,6 +111,10 @@ class MetaTask(ABC):
     @abstractmethod
     def outer_hess(self, y) -> np.ndarray: ...
 
+    def inner_hvp(self, x, v):
+        """``hess f(x) v``: the Hessian-vector oracle of :func:`fobtheory.estimators.maml_hvp`."""
+        return self.inner_hess(x) @ v
+
     @abstractmethod
     def inner_third(self, x, v) -> np.ndarray:
         """``D3f(x)[v]``: the directional derivative of hess f at x along v (a matrix)."""
