@@ -6,6 +6,8 @@ The baselines are written here with nothing but ``torch.autograd.grad`` on the m
 parameters, one task at a time, the way a user would write them without the toolkit:
 
 - maml: K steps with ``create_graph=True``, then the gradient of the query loss;
+- maml_hvp: K plain steps, then ``v <- v - alpha H_k v`` backwards, each ``H_k v`` by double
+  backward of one step's gradient;
 - fo_maml, reptile: K (K+1) plain gradient steps;
 - fob_forward, fob_symmetric: the same gradient calls as the estimator (inner loop, then
   ``v <- v - alpha (grad f(x_k + h v) - grad f(x_k - h v)) / (2h)`` backwards, h = delta/|v|).
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from fobtheory.memory import wall_time
-from fobtheory.nn import CNN1D, METHODS, meta_gradient, meta_gradient_batch
+from fobtheory.nn import ALL_METHODS, CNN1D, meta_gradient, meta_gradient_batch
 
 
 def _plain(model, support, query, method, alpha, K, delta):
@@ -51,6 +53,16 @@ def _plain(model, support, query, method, alpha, K, delta):
         for _ in range(K + 1):
             u = leaf(step(u, [a + b for a, b in zip(loss(u, support), loss(u, query))]))
         return [(t - ui) / ((K + 1) * alpha) for t, ui in zip(theta, u)]
+    if method == "maml_hvp":
+        xs, x = [], theta
+        for _ in range(K):
+            xs.append(x)
+            x = leaf(step(x, loss(x, support)))
+        v = loss(x, query)
+        for xk in reversed(xs):
+            xk = leaf(xk)
+            v = [vi - alpha * hv for vi, hv in zip(v, torch.autograd.grad(loss(xk, support, create_graph=True), xk, v))]
+        return v
     xs, gs, x = [], [], theta
     for _ in range(K):
         g = loss(x, support)
@@ -99,7 +111,7 @@ def benchmark(width=64, depth=3, activation="elu", inner_steps=5, meta_batch=8, 
     kw = dict(alpha=alpha, inner_steps=inner_steps)
     fob = dict(delta=delta, normalize=True)
     calls = {}
-    for m in METHODS:
+    for m in ALL_METHODS:
         extra = fob if m.startswith("fob_") else {}
         calls[(m, 1, "fobtheory")] = lambda m=m, e=extra: meta_gradient(model, one(supports), one(queries_), method=m,
                                                                         **kw, **e)
@@ -123,7 +135,7 @@ def benchmark(width=64, depth=3, activation="elu", inner_steps=5, meta_batch=8, 
             times[key].append(wall_time(calls[key]))
     median = {key: float(np.median(t[1:])) for key, t in times.items()}
     rows = []
-    for m in METHODS:
+    for m in ALL_METHODS:
         for tasks in (1, meta_batch):
             ours, plain = median[(m, tasks, "fobtheory")], median[(m, tasks, "plain")]
             row = dict(method=m, tasks=tasks, ms=1e3 * ours, plain_ms=1e3 * plain, ratio=ours / plain)
@@ -160,6 +172,9 @@ def main(argv=None) -> int:
     print(f"CNN1D width {args.width} {args.activation}, K = {args.inner_steps}, 5-way 5-shot (25 support, 75 query), "
           f"{args.threads} torch thread(s); median of {args.rounds} interleaved rounds; ratio = fobtheory / plain")
     print(table(rows))
+    ms = {(r["method"], r["tasks"]): r["ms"] for r in rows}
+    print(f"HVP-MAML / MAML time, {args.meta_batch} tasks: {ms['maml_hvp', args.meta_batch] / ms['maml', args.meta_batch]:.2f}"
+          f"; FO-B symmetric / HVP-MAML: {ms['fob_symmetric', args.meta_batch] / ms['maml_hvp', args.meta_batch]:.2f}")
     return 0
 
 

@@ -12,8 +12,9 @@ FO-B-MAML symmetric appears twice: as used for training (the inner iterates stor
 parameter vectors per task; the two stencil points in one batched call) and *lean*
 (``store_iterates=False``: iterates recomputed, memory flat in K for ``K(K-1)/2`` more
 gradient calls; ``stack_stencil=False``: one stencil point per call, the peak of a single
-gradient). The inputs are random tensors shaped like MNIST-1D episodes: memory and time do not
-depend on their values.
+gradient). Exact MAML by Hessian-vector products (``maml_hvp``, DESIGN.md 4.9) appears with
+its iterates stored and recomputed (``maml_hvp_lean``), FO-B's storage options. The inputs are
+random tensors shaped like MNIST-1D episodes: memory and time do not depend on their values.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ NAME = "memory"
 # label -> (method, FO-B memory options)
 LEAN = dict(store_iterates=False, stack_stencil=False)
 VARIANTS = {"maml": ("maml", {}), "fo_maml": ("fo_maml", {}), "fob_forward": ("fob_forward", {}),
-            "fob_symmetric": ("fob_symmetric", {}), "fob_symmetric_lean": ("fob_symmetric", LEAN)}
+            "fob_symmetric": ("fob_symmetric", {}), "fob_symmetric_lean": ("fob_symmetric", LEAN),
+            "maml_hvp": ("maml_hvp", {}), "maml_hvp_lean": ("maml_hvp", dict(store_iterates=False))}
 MIB = 2**20
 
 
@@ -65,7 +67,9 @@ def _call(model, supports, queries, variant, K, cfg):
                                        delta=cfg["delta"], **options)
 
 
-def run(cfg: dict) -> dict:
+def measure_points(cfg: dict, desc: str = "memory") -> list[dict]:
+    """Peak and time of every variant of ``cfg["variants"]`` at every (setting, width, K) of
+    ``cfg``, the variants interleaved round by round: one record per variant and point."""
     unknown = set(cfg["variants"]) - set(VARIANTS)
     if unknown:
         raise ValueError(f"variants must be among {list(VARIANTS)}, got {sorted(unknown)}")
@@ -75,7 +79,7 @@ def run(cfg: dict) -> dict:
     records = []
     points = [(s, w, K) for s in cfg["settings"] for w in cfg["widths"] for K in cfg["inner_steps"]]
     try:
-        for name, width, K in track(points, desc="memory", unit="config"):
+        for name, width, K in track(points, desc=desc, unit="config"):
             setting = cfg["settings"][name]
             torch.manual_seed(cfg["seed"])
             model = CNN1D(width=width, depth=setting["depth"], n_classes=cfg["ways"], length=cfg["length"]).to(device)
@@ -91,7 +95,7 @@ def run(cfg: dict) -> dict:
                     times[v].append(wall_time(fn, device))
             params = sum(p.numel() for p in model.parameters())
             for v in calls:
-                records.append(dict(setting=name, method=VARIANTS[v][0], variant=v, lean=VARIANTS[v][1] == LEAN,
+                records.append(dict(setting=name, method=VARIANTS[v][0], variant=v, lean=v.endswith("_lean"),
                                     width=width,
                                     depth=setting["depth"], inner_steps=K, meta_batch=setting["meta_batch"],
                                     shots=setting["shots"], queries=setting["queries"], parameters=params,
@@ -99,8 +103,13 @@ def run(cfg: dict) -> dict:
                                     seconds=float(np.median(times[v]))))
     finally:
         torch.set_num_threads(before)
+    return records
+
+
+def run(cfg: dict) -> dict:
+    records = measure_points(cfg)
     summary = summarize(records, cfg)
-    return make_results(NAME, cfg, records, summary, claims(summary, cfg), device=device)
+    return make_results(NAME, cfg, records, summary, claims(summary, cfg), device=cfg["device"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +232,7 @@ def plot(results: dict, out_dir) -> list[Path]:
     cfg, recs = results["config"], results["records"]
     settings, Kmax = list(cfg["settings"]), max(cfg["inner_steps"])
     path = Path(out_dir) / "memory.png"
-    style = {"fob_symmetric_lean": dict(color=plotting.METHOD_COLORS["fob_symmetric"], linestyle="--")}
+    style = {f"{m}_lean": dict(color=plotting.METHOD_COLORS[m], linestyle="--") for m in ("fob_symmetric", "maml_hvp")}
     with plotting.style():
         fig, axes = plotting.plt.subplots(len(settings), 3, figsize=(15, 3.9 * len(settings)), squeeze=False)
         for i, s in enumerate(settings):

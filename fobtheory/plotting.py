@@ -21,6 +21,7 @@ STYLE = {
 METHOD_COLORS = {
     "exact": "black",
     "maml": "black",
+    "maml_hvp": "tab:gray",
     "fob_forward": "tab:blue",
     "fob_symmetric": "tab:orange",
     "fob_order4": "tab:green",

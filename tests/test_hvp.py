@@ -228,3 +228,15 @@ def test_adapted_accuracy_with_a_classic_custom_function():
         meta_gradient_batch(classic, supports, queries, method="fo_maml", alpha=0.1)
     assert torch.equal(adapted_accuracy(classic, supports, queries, alpha=0.5, inner_steps=2),
                        adapted_accuracy(native, supports, queries, alpha=0.5, inner_steps=2))
+
+
+def test_the_benchmark_baselines_compute_the_meta_gradient():
+    """bench_meta's plain-autograd HVP recursion (the baseline of the speed table) is MAML."""
+    from fobtheory.experiments.bench_meta import _plain
+
+    model = gelu_net()
+    supports, queries = batch_of_episodes(n_tasks=1)
+    support, query = tuple(t[0] for t in supports), tuple(t[0] for t in queries)
+    ref = torch.cat([g.reshape(-1) for g in _plain(model, support, query, "maml", 0.1, 3, 1e-3)])
+    hvp = torch.cat([g.reshape(-1) for g in _plain(model, support, query, "maml_hvp", 0.1, 3, 1e-3)])
+    assert rel(hvp.numpy(), ref.numpy()) < 1e-12
