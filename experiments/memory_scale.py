@@ -29,6 +29,13 @@ with K = 50 and 64 tasks is measured in seconds. Three parts, one results file:
 
 Signal lengths: mnist1d's ``final_seq_length`` (40 by default) and ``template_len +
 padding[1]`` (72), the length of its signals before they are subsampled.
+
+4. **Conv4** (``network="conv4"``, :class:`fobtheory.models.Conv4` with BatchNorm, 84 x 84 x 3,
+   miniImageNet's size): the peak of every method of ``fobtheory.nn.ALL_METHODS`` and of the
+   storage variants (lean, checkpointed) at width 64 along K, the largest width that fits
+   each card along K (the frontier search above, with the network as one more axis), and a
+   validation against the CPU meter at a small Conv4. :func:`update_conv4` reruns this part
+   alone and folds it into an existing results file.
 """
 from __future__ import annotations
 
@@ -41,19 +48,23 @@ import torch
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from fobtheory import plotting
-from fobtheory.experiments.memory import LEAN, VARIANTS as MEMORY_VARIANTS, _episodes
+from fobtheory.experiments.memory import LEAN, VARIANTS as MEMORY_VARIANTS
 from fobtheory.experiments.memory import config as memory_config
 from fobtheory.memory import measure, peak_bytes, wall_time
-from fobtheory.nn import CNN1D, meta_gradient_batch
+from fobtheory.models import Conv4
+from fobtheory.nn import ALL_METHODS, CNN1D, meta_gradient_batch
 from fobtheory.progress import track
-from fobtheory.results import claim, load_results, make_results, save_figure, verdict
+from fobtheory.results import claim, environment, load_results, make_results, save_figure, verdict
 
 NAME = "memory_scale"
 GB, MIB = 10**9, 2**20
-# label -> (method, options); fob_symmetric_ckpt adds checkpoint_every = ceil(sqrt(K))
-VARIANTS = {**MEMORY_VARIANTS, "reptile": ("reptile", {}),
-            "fob_symmetric_ckpt": ("fob_symmetric", dict(stack_stencil=False))}
+# label -> (method, options): every method, and the storage variants; fob_symmetric_ckpt adds
+# checkpoint_every = ceil(sqrt(K))
+VARIANTS = {**{m: (m, {}) for m in ALL_METHODS}, **MEMORY_VARIANTS,
+            "fob_symmetric_ckpt": ("fob_symmetric", dict(stack_stencil=False)),
+            "maml_hvp_lean": ("maml_hvp", dict(store_iterates=False))}
 ORDER = ["maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric", "fob_symmetric_lean", "fob_symmetric_ckpt"]
+CONV4_ORDER = ORDER + [v for v in VARIANTS if v not in ORDER]  # the Conv4 part measures every variant
 
 
 def mnist1d_lengths() -> list[int]:
@@ -79,6 +90,10 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
         checkpoints=dict(width=250, depth=6, meta_batch=16, length=short, inner_steps=[10, 50],
                          every={"10": [1, 2, 3, 4, 5, 7, 10], "50": [1, 2, 3, 5, 7, 10, 17, 25, 50]},
                          timed_inner_steps=10, timed_every=[2, 5], repeats=3, peak_limit=1.5, time_limit=0.7),
+        conv4=dict(size=84, channels=3, width=64, meta_batch=4, inner_steps=[1, 5, 10, 20, 50],
+                   widths=list(range(16, 513, 16)), variants=list(CONV4_ORDER),
+                   validation=dict(settings={"small": dict(depth=4, meta_batch=2, shots=1, queries=2)}, widths=[4],
+                                   inner_steps=[1, 3], ways=5, length=16, alpha=0.4, delta=1e-3)),
         torch_threads=1, seed=seed, device=device,
     )
     if quick:
@@ -87,7 +102,9 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
                    across=dict(inner_steps=3, depths=[3], meta_batches=[2, 4], lengths=[short]),
                    checkpoints=dict(width=16, depth=3, meta_batch=2, length=short, inner_steps=[4],
                                     every={"4": [1, 2, 4]}, timed_inner_steps=4, timed_every=[2], repeats=1,
-                                    peak_limit=1.5, time_limit=0.7))
+                                    peak_limit=1.5, time_limit=0.7),
+                   conv4=dict(cfg["conv4"], size=16, width=8, meta_batch=2, inner_steps=[1, 3], widths=[],
+                              validation=dict(cfg["conv4"]["validation"], inner_steps=[1])))
     return cfg
 
 
@@ -98,15 +115,30 @@ def variant_options(variant: str, K: int) -> tuple[str, dict]:
     return method, options
 
 
-def shape_only_batch(cfg, width, depth, meta_batch, length, shots=None, queries=None):
-    """A CNN1D and a meta-batch of episodes on the meta device (shapes only)."""
+def shape_only_batch(cfg, width, depth, meta_batch, length, shots=None, queries=None, network="cnn1d",
+                     device="meta"):
+    """A network and a meta-batch of episodes on the meta device (shapes only); on another
+    ``device`` seeded by ``cfg['seed']`` (random signals or images, random labels). ``network``:
+    ``"cnn1d"`` (``depth`` layers, signals of ``length``) or ``"conv4"`` (its four blocks,
+    ``length`` x ``length`` images of ``cfg['conv4']['channels']`` channels)."""
     shots, queries = shots or cfg["shots"], queries or cfg["queries"]
-    with torch.device("meta"):
-        model = CNN1D(width=width, depth=depth, n_classes=cfg["ways"], length=length)
-        def pair(n):
-            return torch.empty(meta_batch, n, 1, length), torch.empty(meta_batch, n, dtype=torch.long)
-
-        return model, pair(cfg["ways"] * shots), pair(cfg["ways"] * queries)
+    if network == "cnn1d":
+        build, example = (lambda: CNN1D(width=width, depth=depth, n_classes=cfg["ways"], length=length)), (1, length)
+    elif network == "conv4":
+        channels = cfg["conv4"]["channels"]
+        build, example = (lambda: Conv4(width=width, n_classes=cfg["ways"], channels=channels, size=length)), \
+            (channels, length, length)
+    else:
+        raise ValueError(f"network must be 'cnn1d' or 'conv4', got {network!r}")
+    if device == "meta":
+        with torch.device("meta"):
+            return build(), *((torch.empty(meta_batch, n, *example), torch.empty(meta_batch, n, dtype=torch.long))
+                              for n in (cfg["ways"] * shots, cfg["ways"] * queries))
+    torch.manual_seed(cfg["seed"])
+    model, g = build().to(device), torch.Generator().manual_seed(cfg["seed"])
+    return model, *((torch.randn(meta_batch, n, *example, generator=g).to(device),
+                     torch.randint(0, cfg["ways"], (meta_batch, n), generator=g).to(device))
+                    for n in (cfg["ways"] * shots, cfg["ways"] * queries))
 
 
 class Peaks:
@@ -116,26 +148,26 @@ class Peaks:
         self.cfg, self.records, self.progress, self.cache = cfg, records, progress, {}
         self.progress_label = None
 
-    def __call__(self, variant, width, depth, K, B, L, part="frontier", shots=None, queries=None,
+    def __call__(self, variant, width, depth, K, B, L, part="frontier", shots=None, queries=None, network="cnn1d",
                  **extra) -> int:
         """The peak of one configuration; ``extra`` fields go into its record."""
-        key = (variant, width, depth, K, B, L, shots, queries)
+        key = (variant, width, depth, K, B, L, shots, queries, network)
         if key not in self.cache:
             method, options = variant_options(variant, K)
-            model, S, Q = shape_only_batch(self.cfg, width, depth, B, L, shots, queries)
+            model, S, Q = shape_only_batch(self.cfg, width, depth, B, L, shots, queries, network)
             start = time.perf_counter()
             peak = peak_bytes(model, S, Q, method=method, alpha=self.cfg["alpha"], inner_steps=K,
                               delta=self.cfg["delta"], **options)
             self.records.append(dict(
-                part=part, method=method, variant=variant, width=width, depth=depth, inner_steps=K, meta_batch=B,
+                part=part, network=network, method=method, variant=variant, width=width, depth=depth, inner_steps=K, meta_batch=B,
                 length=L, shots=shots or self.cfg["shots"], queries=queries or self.cfg["queries"],
                 checkpoint_every=options.get("checkpoint_every"), parameters=sum(p.numel() for p in model.parameters()),
                 peak_bytes=peak, seconds=time.perf_counter() - start, **extra))
             self.cache[key] = peak
             self.progress.update(1)
-            if self.progress_label != (part, variant):
-                self.progress.set_postfix_str(f"{part}: {variant}")
-                self.progress_label = (part, variant)
+            if self.progress_label != (network, part, variant):
+                self.progress.set_postfix_str(f"{network} {part}: {variant}")
+                self.progress_label = (network, part, variant)
         return self.cache[key]
 
 
@@ -167,7 +199,7 @@ def cuda_margins(cuda: dict | None, cpu: dict | None, floor_bytes: int, default:
             if q["peak_bytes"] >= floor_bytes:
                 m["ratio"], m["records"] = max(m["ratio"], ratio), m["records"] + 1
     first_order = [out[m]["ratio"] for m in ("fo_maml", "fob_forward", "fob_symmetric") if m in out]
-    for method in ("maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric"):
+    for method in ALL_METHODS:
         if method not in out or out[method]["records"] == 0:
             borrowed = method == "reptile" and first_order
             out[method] = dict(ratio=max(first_order) if borrowed else default, worst=None, records=0,
@@ -200,7 +232,7 @@ def _dominated(a: tuple, b: tuple, by_K: bool) -> bool:
     return (a[0] <= b[0] if by_K else a[0] == b[0]) and all(x <= y for x, y in zip(a[1:], b[1:]))
 
 
-def frontier(cfg, peaks: Peaks, margins: dict, groups: list[tuple]) -> list[dict]:
+def frontier(cfg, peaks: Peaks, margins: dict, groups: list[tuple], network: str = "cnn1d") -> list[dict]:
     """For each variant, card and group ``(K, depth, B, L)``: the largest width of
     ``cfg['widths']`` whose predicted bytes fit the card (None when none fits)."""
     widths, cards = cfg["widths"], sorted(cfg["cards"].items(), key=lambda kv: kv[1])
@@ -216,12 +248,13 @@ def frontier(cfg, peaks: Peaks, margins: dict, groups: list[tuple]) -> list[dict
                 bounds = [i for (v, c, g), i in solved.items()
                           if v == variant and c == card and _dominated(g, group, by_K)]
                 hi = min(bounds, default=len(widths) - 1)
-                fits = lambda i: margin * peaks(variant, widths[i], depth, K, B, L) <= capacity  # noqa: E731
+                fits = lambda i: margin * peaks(variant, widths[i], depth, K, B, L,  # noqa: E731
+                                                network=network) <= capacity
                 lo = largest_fitting(fits, min(lo, hi), hi)
                 solved[(variant, card, group)] = lo
                 width = widths[lo] if lo >= 0 else None
-                peak = peaks.cache.get((variant, width, depth, K, B, L, None, None)) if width else None
-                rows.append(dict(variant=variant, method=method, card=card, capacity=capacity, inner_steps=K,
+                peak = peaks.cache.get((variant, width, depth, K, B, L, None, None, network)) if width else None
+                rows.append(dict(network=network, variant=variant, method=method, card=card, capacity=capacity, inner_steps=K,
                                  depth=depth, meta_batch=B, length=L, width=width, peak_bytes=peak, margin=margin,
                                  predicted_bytes=None if peak is None else margin * peak))
     return rows
@@ -231,12 +264,12 @@ def monotonicity_violations(records: list[dict]) -> tuple[int, int]:
     """Pairs of measured frontier points of one variant where a configuration at most another
     in every coordinate (width, K, depth, meta-batch, length) has a larger peak; and the
     number of such comparable pairs."""
-    by_variant: dict[str, list] = {}
+    by_variant: dict[tuple, list] = {}
     for r in records:
         if r["part"] == "frontier":
-            by_variant.setdefault(r["variant"], []).append(r)
+            by_variant.setdefault((r.get("network", "cnn1d"), r["variant"]), []).append(r)
     bad = pairs = 0
-    for variant, rows in by_variant.items():
+    for (_, variant), rows in by_variant.items():
         by_K = variant != "fob_symmetric_ckpt"
         for a in rows:
             for b in rows:
@@ -254,25 +287,26 @@ def monotonicity_violations(records: list[dict]) -> tuple[int, int]:
 # parts
 
 
-def _validate(cfg, peaks: Peaks) -> list[dict]:
-    """Meta peaks against the CPU meter (both by :func:`peak_bytes`) on the memory run's grid."""
-    val, rows = cfg["validation"], []
+def _validate(cfg, peaks: Peaks, val=None, network="cnn1d") -> list[dict]:
+    """Meta peaks against the CPU meter (both by :func:`peak_bytes`) on the grid ``val``
+    (default: the memory run's, ``cfg['validation']``)."""
+    val, rows = val or cfg["validation"], []
     for variant in cfg["variants"]:
         for name, st in val["settings"].items():
             for width in val["widths"]:
                 for K in val["inner_steps"]:
                     method, options = variant_options(variant, K)
-                    torch.manual_seed(cfg["seed"])
-                    model = CNN1D(width=width, depth=st["depth"], n_classes=val["ways"], length=val["length"])
-                    supports, queries = _episodes(dict(val, seed=cfg["seed"]), st, "cpu")
+                    model, supports, queries = shape_only_batch(cfg, width, st["depth"], st["meta_batch"],
+                                                                val["length"], st["shots"], st["queries"], network,
+                                                                device="cpu")
                     kw = dict(method=method, alpha=val["alpha"], inner_steps=K, delta=val["delta"], **options)
                     start = time.perf_counter()
                     cpu = peak_bytes(model, supports, queries, device="cpu", **kw)
                     cpu_seconds = time.perf_counter() - start
                     meta = peaks(variant, width, st["depth"], K, st["meta_batch"], val["length"], part="validation",
-                                 shots=st["shots"], queries=st["queries"], setting=name, cpu_peak_bytes=cpu,
-                                 cpu_seconds=cpu_seconds)
-                    rows.append(dict(setting=name, variant=variant, width=width, inner_steps=K, meta=meta, cpu=cpu))
+                                 shots=st["shots"], queries=st["queries"], network=network, setting=name,
+                                 cpu_peak_bytes=cpu, cpu_seconds=cpu_seconds)
+                    rows.append(dict(network=network, setting=name, variant=variant, width=width, inner_steps=K, meta=meta, cpu=cpu))
     return rows
 
 
@@ -293,7 +327,7 @@ def _checkpoints(cfg, records: list, progress) -> None:
             peak = measure(lambda: infos.append(meta_gradient_batch(model, S, Q, method=method, inner_steps=K,
                                                                     return_info=True, **common, **options)[1]),
                            *model.parameters(), *S, *Q, device="meta").peak_bytes
-            records.append(dict(part="checkpoint", method=method, variant=variant, checkpoint_every=c, width=width,
+            records.append(dict(part="checkpoint", network="cnn1d", method=method, variant=variant, checkpoint_every=c, width=width,
                                 depth=depth, inner_steps=K, meta_batch=B, length=L, shots=cfg["shots"],
                                 queries=cfg["queries"], peak_bytes=peak, grad_calls=infos[0].grad_calls,
                                 meta_seconds=time.perf_counter() - start, seconds=None, times=None))
@@ -308,10 +342,8 @@ def _time_checkpoints(cfg, records: list, progress) -> None:
     K = ck["timed_inner_steps"]
     rows = [r for r in records if r["part"] == "checkpoint" and r["inner_steps"] == K and
             (r["variant"] in ("fo_maml", "fob_symmetric_lean") or r["checkpoint_every"] in ck["timed_every"])]
-    torch.manual_seed(cfg["seed"])
-    model = CNN1D(width=ck["width"], depth=ck["depth"], n_classes=cfg["ways"], length=ck["length"]).to(device)
-    supports, queries = _episodes(dict(cfg, length=ck["length"]), dict(meta_batch=ck["meta_batch"], shots=cfg["shots"],
-                                                                      queries=cfg["queries"]), device)
+    model, supports, queries = shape_only_batch(cfg, ck["width"], ck["depth"], ck["meta_batch"], ck["length"],
+                                                device=device)
     calls = {}
     for r in rows:
         options = LEAN if r["variant"] == "fob_symmetric_lean" else (
@@ -348,10 +380,14 @@ def run(cfg: dict) -> dict:
     torch.set_num_threads(cfg["torch_threads"] or before)  # more threads than free cores: tens of times slower
     try:
         records, rows, validation, claim_points, corner, seconds = _measure(cfg, margins)
+        with track(desc="memory_scale: conv4", unit="point") as progress:
+            conv4_records, conv4 = conv4_part(cfg, margins, progress)
     finally:
         torch.set_num_threads(before)
     summary = summarize(cfg, records, rows, validation, margins, claim_points, corner, cfg_along(cfg), seconds)
-    return make_results(NAME, cfg, records, summary, claims(cfg, summary), device=cfg["device"])
+    summary["conv4"] = conv4
+    return make_results(NAME, cfg, records + conv4_records, summary, claims(cfg, summary) + _conv4_claims(cfg, conv4),
+                        device=cfg["device"])
 
 
 def cfg_along(cfg) -> list[tuple]:
@@ -407,6 +443,110 @@ def _claim_points(cfg, peaks: Peaks, rows: list[dict], margins: dict, along: lis
 
 
 # ---------------------------------------------------------------------------------------------
+# Conv4 at miniImageNet's size
+
+
+CONV4_DEPTH = 4  # Conv4's blocks, the depth coordinate of its records
+
+
+def conv4_part(cfg, margins: dict, progress) -> tuple[list[dict], dict]:
+    """Records and summary of the Conv4 part: validation against the CPU meter, the peak of
+    every variant at ``width`` along K, and the frontier (largest width per card) along K."""
+    c4, records = cfg["conv4"], []
+    sub = dict(cfg, variants=c4["variants"], widths=c4["widths"])
+    peaks = Peaks(sub, records, progress)
+    start = time.perf_counter()
+    validation = _validate(sub, peaks, c4["validation"], network="conv4")
+    seconds = {"validation": time.perf_counter() - start}
+    B, size, ks = c4["meta_batch"], c4["size"], c4["inner_steps"]
+    start = time.perf_counter()
+    at_width = {v: {K: peaks(v, c4["width"], CONV4_DEPTH, K, B, size, network="conv4") for K in ks}
+                for v in c4["variants"]}
+    rows = frontier(sub, peaks, margins, [(K, CONV4_DEPTH, B, size) for K in ks], network="conv4") \
+        if c4["widths"] else []  # no widths: the peaks at ``width`` alone
+    seconds["frontier"] = time.perf_counter() - start
+    bad, pairs = monotonicity_violations(records)
+    summary = dict(
+        validation=agreement(validation), peaks=at_width,
+        predicted_bytes={v: {K: margins[VARIANTS[v][0]]["ratio"] * b for K, b in ks_.items()}
+                         for v, ks_ in at_width.items()},
+        over_maml={v: {K: b / at_width["maml"][K] for K, b in ks_.items()} for v, ks_ in at_width.items()},
+        along_K_widths={card: {v: {r["inner_steps"]: r["width"] for r in rows if r["card"] == card and r["variant"] == v}
+                               for v in c4["variants"]} for card in cfg["cards"]},
+        frontier=rows, monotonicity=dict(violations=bad, comparable_pairs=pairs),
+        seconds_by_part={k: round(v, 1) for k, v in seconds.items()}, environment=environment(cfg["device"]))
+    summary["highlights"] = _conv4_highlights(cfg, summary)
+    return records, summary
+
+
+def _conv4_highlights(cfg, s) -> list[str]:
+    c4 = cfg["conv4"]
+    v = s["validation"]
+    ks = c4["inner_steps"]
+    where = (f"Conv4 width {c4['width']}, {c4['size']}x{c4['size']}x{c4['channels']}, meta-batch {c4['meta_batch']}, "
+             f"{cfg['ways']}-way {cfg['shots']}-shot {cfg['queries']} queries")
+    lines = [f"Conv4: shape-only peaks equal the CPU meter on {v['equal']} of {v['configurations']} configurations "
+             f"(largest relative difference {v['largest_relative_difference']:.2g})",
+             f"{where}, meter peak at K = {'/'.join(map(str, ks))}: " + "; ".join(
+                 f"{name} " + "/".join(_gb(b) for b in by_K.values()) for name, by_K in s["peaks"].items()),
+             f"{where}, peak / MAML's at K = {ks[-1]}: " + ", ".join(
+                 f"{name} {list(r.values())[-1]:.3g}" for name, r in s["over_maml"].items())]
+    for card, widths in (s["along_K_widths"] if s["frontier"] else {}).items():
+        lines.append(f"{card}, largest Conv4 width by K ({c4['size']}x{c4['size']}, meta-batch {c4['meta_batch']}): "
+                     + "; ".join(f"{name} " + "/".join(str(w or 0) for w in ws.values()) for name, ws in widths.items())
+                     + f" at K = {'/'.join(map(str, ks))}")
+    return lines
+
+
+def _conv4_claims(cfg, s) -> list[dict]:
+    c4, v = cfg["conv4"], s["validation"]
+    ks = c4["inner_steps"]
+    p = {v: {int(k): b for k, b in by_K.items()} for v, by_K in s["peaks"].items()}  # keys are text once in JSON
+    out = [claim(
+        "conv4_meta_peak_equals_cpu_meter",
+        "On Conv4 with BatchNorm, peak bytes on shape-only (meta) tensors equal the CPU meter's for every method and "
+        "storage variant",
+        f"equal to the byte at width {c4['validation']['widths']}, {c4['validation']['length']}x"
+        f"{c4['validation']['length']}, K = {c4['validation']['inner_steps']}, every variant",
+        f"{v['equal']} of {v['configurations']} equal; largest relative difference {v['largest_relative_difference']:.2g}",
+        verdict(v["equal"] == v["configurations"], v["largest_relative_difference"] > 0.01))]
+    flat = [name for name in ("fob_symmetric_lean", "maml_hvp_lean") if name in p]
+    if "maml" in p and flat and len(ks) > 1:
+        grows = p["maml"][ks[-1]] / p["maml"][ks[1]]
+        stays = {name: p[name][ks[-1]] / p[name][ks[1]] for name in flat}
+        out.append(claim(
+            "conv4_maml_grows_lean_flat_in_K",
+            f"At miniImageNet's size (Conv4 width {c4['width']}, {c4['size']}x{c4['size']}x{c4['channels']}, "
+            f"meta-batch {c4['meta_batch']}) MAML's memory grows with K; lean FO-B's and lean HVP-MAML's do not",
+            f"peak at K = {ks[-1]} over the peak at K = {ks[1]}: MAML >= {ks[-1] / ks[1] / 2:g}, lean variants <= 1.01",
+            f"MAML {grows:.3g} ({_gb(p['maml'][ks[1]])} to {_gb(p['maml'][ks[-1]])}); " + ", ".join(
+                f"{name} {r:.3g} ({_gb(p[name][ks[-1]])})" for name, r in stays.items()),
+            verdict(grows >= ks[-1] / ks[1] / 2 and all(r <= 1.01 for r in stays.values()),
+                    grows < 1.2 or any(r > 1.5 for r in stays.values()))))
+    return out
+
+
+def update_conv4(results: dict, conv4: dict | None = None) -> dict:
+    """``results`` (a full run's) with its Conv4 part measured anew (with ``conv4``, else the
+    config's or the default ``conv4`` settings): the records of ``network="conv4"``, the
+    summary's ``conv4`` entry and the ``conv4_`` claims replaced, the rest kept."""
+    cfg = dict(results["config"])
+    cfg["conv4"] = conv4 or cfg.get("conv4") or config(device=cfg["device"])["conv4"]
+    margins = {**cuda_margins(None, None, 0, cfg["default_margin"]), **results["summary"]["margins"]}
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg["torch_threads"] or before)
+    try:
+        with track(desc="memory_scale: conv4", unit="point") as progress:
+            records, summary = conv4_part(cfg, margins, progress)
+    finally:
+        torch.set_num_threads(before)
+    kept = [dict(r, network=r.get("network", "cnn1d")) for r in results["records"] if r.get("network") != "conv4"]
+    claims_ = [c for c in results["claims"] if not c["id"].startswith("conv4_")] + _conv4_claims(cfg, summary)
+    merged = make_results(NAME, cfg, kept + records, dict(results["summary"], margins=margins, conv4=summary), claims_)
+    return dict(merged, environment=results["environment"])  # the environment of the CNN1D parts' run
+
+
+# ---------------------------------------------------------------------------------------------
 # summary and claims
 
 
@@ -414,13 +554,18 @@ def _group_text(r) -> str:
     return f"depth {r['depth']}, meta-batch {r['meta_batch']}, length {r['length']}, K {r['inner_steps']}"
 
 
+def agreement(validation: list[dict]) -> dict:
+    """How many meta peaks equal the CPU meter's, and the largest relative difference."""
+    return dict(configurations=len(validation), equal=sum(v["meta"] == v["cpu"] for v in validation),
+                largest_relative_difference=max(abs(v["meta"] - v["cpu"]) / v["cpu"] for v in validation),
+                largest_difference_bytes=max(abs(v["meta"] - v["cpu"]) for v in validation))
+
+
 def summarize(cfg, records, rows, validation, margins, claim_points, corner, along, seconds) -> dict:
     out = {"margins": margins, "frontier": rows, "claim_points": claim_points,
            "seconds_by_part": {k: round(v, 1) for k, v in seconds.items()}}
     if validation:
-        diffs = [abs(v["meta"] - v["cpu"]) / v["cpu"] for v in validation]
-        out["validation"] = dict(configurations=len(validation), equal=sum(v["meta"] == v["cpu"] for v in validation),
-                                 largest_relative_difference=max(diffs))
+        out["validation"] = agreement(validation)
     bad, pairs = monotonicity_violations(records)
     out["monotonicity"] = dict(violations=bad, comparable_pairs=pairs)
     out["frontier_points_measured"] = sum(r["part"] == "frontier" for r in records)
@@ -579,11 +724,12 @@ def plot(results: dict, out_dir) -> list[Path]:
     cfg, s, recs = results["config"], results["summary"], results["records"]
     path = Path(out_dir) / f"{NAME}.png"
     colors = dict(plotting.METHOD_COLORS, fob_symmetric_lean=plotting.METHOD_COLORS["fob_symmetric"],
-                  fob_symmetric_ckpt="tab:olive")
-    dashes = {"fob_symmetric_lean": "--", "fob_symmetric_ckpt": "-."}
+                  fob_symmetric_ckpt="tab:olive", maml_hvp="tab:brown", maml_hvp_lean="tab:brown")
+    dashes = {"fob_symmetric_lean": "--", "fob_symmetric_ckpt": "-.", "maml_hvp_lean": "--"}
     cards = list(cfg["cards"])
+    conv4 = s.get("conv4")
     with plotting.style():
-        fig, axes = plotting.panels(6, width=5.2, height=4.0, cols=3)
+        fig, axes = plotting.panels(8 if conv4 else 6, width=5.2, height=4.0, cols=4 if conv4 else 3)
         ax = axes[0]
         for v in cfg["variants"]:
             for card, marker in zip(cards, "os"):
@@ -666,9 +812,32 @@ def plot(results: dict, out_dir) -> list[Path]:
                      f"{corner['meta_batch']}, length {corner['length']}, K {corner['inner_steps']}",
                xlabel="GB (margin x meta peak)", xscale="log", xlim=(10, None))
         _plain_ticks(ax.xaxis)
+        if conv4:
+            _plot_conv4(axes[6:8], cfg, conv4, colors, dashes)
         env = results["environment"]
         fig.suptitle(f"memory at scale from shapes (meta device); time on {env.get('device')}, torch {env['torch']}")
         fig.tight_layout()
         save_figure(fig, path)
     plotting.close(fig)
     return [path]
+
+
+def _plot_conv4(axes, cfg, s, colors, dashes):
+    """Conv4's meter peak along K with the cards, and each variant's peak over MAML's."""
+    c4 = cfg["conv4"]
+    for name, by_K in s["peaks"].items():
+        ks = [int(k) for k in by_K]
+        axes[0].plot(ks, [b / GB for b in by_K.values()], marker="o", color=colors.get(name),
+                     linestyle=dashes.get(name, "-"), label=name)
+        axes[1].plot(ks, list(s["over_maml"][name].values()), marker="o", color=colors.get(name),
+                     linestyle=dashes.get(name, "-"), label=name)
+    for card, capacity in cfg["cards"].items():
+        axes[0].axhline(capacity / GB, color="grey", linestyle=":", linewidth=1)
+        axes[0].annotate(card, (ks[0], capacity / GB), fontsize=7, va="bottom")
+    where = f"Conv4 width {c4['width']}, {c4['size']}x{c4['size']}x{c4['channels']}, meta-batch {c4['meta_batch']}"
+    axes[0].set(title=f"{where}\nmeter peak (meta device) along K", xlabel="inner steps K", ylabel="GB",
+                xscale="log", yscale="log")
+    axes[1].set(title=f"{where}\npeak / MAML's", xlabel="inner steps K", ylabel="ratio", xscale="log", yscale="log")
+    for ax in axes:
+        _plain_ticks(ax.xaxis, ks)
+        ax.legend(fontsize=6)

@@ -1,4 +1,5 @@
-"""MNIST-1D from the ``mnist1d`` package's procedural generator, and N-way K-shot episodes.
+"""Few-shot data: MNIST-1D from the ``mnist1d`` package's procedural generator, procedural
+stroke images (:func:`stroke_images`), and N-way K-shot episodes from any ``(x, y)`` arrays.
 
 The data set is generated offline by ``mnist1d.data.make_dataset`` (never downloaded) and
 cached under ``$XDG_CACHE_HOME/fobtheory`` (default ``~/.cache/fobtheory``) with a key
@@ -6,7 +7,9 @@ that holds the generator arguments and the package versions, so a changed argume
 generator never serves stale data.
 
 An episode draws ``ways`` classes, relabels them by a random permutation to ``0..ways-1``,
-and takes ``shots`` support and ``queries`` query examples per class, without overlap.
+and takes ``shots`` support and ``queries`` query examples per class, without overlap; the
+examples may be signals ``(n, length)`` or ``(n, channels, length)``, or images
+``(n, channels, height, width)``.
 """
 from __future__ import annotations
 
@@ -107,10 +110,42 @@ def _hold_out(data: dict, fraction: float, seed: int) -> dict:
     return dict(data, x=data["x"][~held], y=data["y"][~held], x_val=data["x"][held], y_val=data["y"][held])
 
 
+def stroke_images(n_classes: int = 20, per_class: int = 40, *, size: int = 28, channels: int = 1,
+                  strokes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A procedural few-shot image set (no download): ``x`` float32 of shape
+    ``(n_classes * per_class, channels, size, size)``, ``y`` int64 class labels.
+
+    Class c is ``strokes`` line segments with random end points in the central 60% of the
+    image and a random colour each (one channel: intensity 1). An example of c moves every
+    end point by N(0, (0.04 size)^2) and the whole drawing by N(0, (0.06 size)^2), renders
+    pixel p as ``max_s colour_s * exp(-d(p, segment_s)^2 / (2 w^2))`` with w = size / 28
+    pixels, and adds N(0, 0.1^2) noise: Omniglot-like characters, seeded by ``seed``.
+    """
+    n_classes, per_class, size, channels, strokes = (
+        integer("n_classes", n_classes), integer("per_class", per_class), integer("size", size),
+        integer("channels", channels), integer("strokes", strokes))
+    rng = np.random.default_rng(seed)
+    ends = rng.uniform(0.2, 0.8, (n_classes, 1, strokes, 2, 2)) * size  # class, -, stroke, end, (row, col)
+    colours = rng.uniform(0.3, 1.0, (n_classes, strokes, channels)) if channels > 1 else \
+        np.ones((n_classes, strokes, 1))
+    ends = (ends + rng.normal(0, 0.04 * size, (n_classes, per_class, strokes, 2, 2))
+            + rng.normal(0, 0.06 * size, (n_classes, per_class, 1, 1, 2))).reshape(-1, strokes, 2, 2)
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), -1).reshape(-1, 2) + 0.5
+    a, b = ends[:, :, None, 0], ends[:, :, None, 1]  # (n, stroke, 1, 2)
+    ab = b - a
+    t = np.clip(((grid - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-9), 0, 1)[..., None]
+    d2 = ((grid - a - t * ab) ** 2).sum(-1)  # squared distance of every pixel to every segment
+    ink = np.exp(-d2 / (2 * (size / 28) ** 2))[..., None] * np.repeat(colours, per_class, 0)[:, :, None]
+    x = ink.max(1).transpose(0, 2, 1).reshape(-1, channels, size, size)
+    x = x + rng.normal(0, 0.1, x.shape)
+    return x.astype(np.float32), np.repeat(np.arange(n_classes), per_class).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Episode:
     """One N-way K-shot task: ``support = (x, y)`` and ``query = (x, y)``, x of shape
-    (n, 1, length), labels in 0..ways-1; ``classes[i]`` is the original class of label i."""
+    (n, channels, ...) (signals (n, 1, length)), labels in 0..ways-1; ``classes[i]`` is the
+    original class of label i."""
 
     support: tuple[torch.Tensor, torch.Tensor]
     query: tuple[torch.Tensor, torch.Tensor]
@@ -118,13 +153,21 @@ class Episode:
 
 
 class EpisodeSampler:
-    """Seeded N-way K-shot episodes from one split, optionally restricted to ``classes``."""
+    """Seeded N-way K-shot episodes from one split, optionally restricted to ``classes``.
+
+    ``x``: signals ``(n, length)`` (given a channel axis: ``(n, 1, length)``), or examples
+    with their channel axis, ``(n, channels, length)`` or images ``(n, channels, height,
+    width)``; ``y``: ``(n,)`` integer class labels."""
 
     def __init__(self, x, y, *, ways: int = 5, shots: int = 5, queries: int = 15, classes=None, seed: int = 0,
                  dtype=torch.float32, device="cpu"):
         x, y = np.asarray(x), np.asarray(y)
-        if x.ndim != 2 or y.shape != (x.shape[0],):
-            raise ValueError(f"x must be (n, length) and y (n,), got {x.shape} and {y.shape}")
+        if x.ndim < 2:
+            raise ValueError(f"x must be (n, length), (n, channels, length) or (n, channels, height, width), "
+                             f"got shape {x.shape}")
+        if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"y must hold one integer label per example of x, shape ({x.shape[0]},), got "
+                             f"{y.dtype} of shape {y.shape}")
         ways, shots, queries = integer("ways", ways), integer("shots", shots), integer("queries", queries)
         self.classes = sorted(set(y.tolist())) if classes is None else sorted(set(classes))
         if len(self.classes) < ways:
@@ -133,7 +176,9 @@ class EpisodeSampler:
         short = {c: len(i) for c, i in self.by_class.items() if len(i) < shots + queries}
         if short:
             raise ValueError(f"shots + queries = {shots + queries} exceeds the examples of classes {short}")
-        self.x = torch.as_tensor(x, dtype=dtype, device=device).unsqueeze(1)
+        self.x = torch.as_tensor(x, dtype=dtype, device=device)
+        if x.ndim == 2:
+            self.x = self.x.unsqueeze(1)
         self.ways, self.shots, self.queries = ways, shots, queries
         self.rng = np.random.default_rng(seed)
         self.device = device

@@ -27,6 +27,7 @@ import weakref
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
@@ -143,6 +144,7 @@ def peak_bytes(model, supports, queries, *, method: str, alpha: float, inner_ste
     On a real device one call runs first, unmetered, as in the memory experiment: first-call
     caches are not the method's memory.
     """
+    from .model_checks import check_data
     from .nn import meta_gradient_batch
 
     device = torch.device(device)
@@ -156,4 +158,6 @@ def peak_bytes(model, supports, queries, *, method: str, alpha: float, inner_ste
 
     if device.type != "meta":
         call()
+    else:  # the model's probe (fobtheory.model_checks) runs once per model and shape, not in the measured call
+        check_data(model, supports, queries, batched=True, loss=options.get("loss", F.cross_entropy))
     return measure(call, *model.parameters(), *supports, *queries, device=str(device)).peak_bytes

@@ -37,7 +37,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 from . import arrays, estimators
 from .checks import integer, positive
 from .model_checks import Probe, batch_statistics, check_data, require_second_order
-from .models import ACTIVATIONS, CNN1D  # noqa: F401  (re-exported: fobtheory.nn.CNN1D is the contract)
+from .models import ACTIVATIONS, CNN1D, Conv4  # noqa: F401  (re-exported: fobtheory.nn.CNN1D, .Conv4 are the contract)
 from .patterns import PatternHooks
 
 METHODS = ("maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric")  # the methods trained and compared

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fobtheory.data import EpisodeSampler, dataset_args, load_mnist1d
+from fobtheory.data import EpisodeSampler, dataset_args, load_mnist1d, stroke_images
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +95,51 @@ def test_validation_hold_out_is_disjoint_stratified_and_seeded(tmp_path, monkeyp
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match=r"validation_fraction must be in \[0, 1\)"):
             load_mnist1d(num_samples=600, validation_fraction=bad)
+
+
+def test_stroke_images_are_seeded_classes_of_their_own():
+    x, y = stroke_images(6, 10, size=20, seed=2)
+    assert x.shape == (60, 1, 20, 20) and x.dtype == np.float32 and y.dtype == np.int64
+    assert np.array_equal(np.bincount(y), [10] * 6)
+    again, _ = stroke_images(6, 10, size=20, seed=2)
+    np.testing.assert_array_equal(again, x)
+    assert not np.array_equal(stroke_images(6, 10, size=20, seed=3)[0], x)
+    # nearest class mean (leave-one-out) recognises most examples: the classes are distinct drawings
+    flat = x.reshape(60, -1)
+    means = np.stack([flat[y == c].mean(0) for c in range(6)])
+    hits = 0
+    for i in range(60):
+        m = means.copy()
+        m[y[i]] = (means[y[i]] * 10 - flat[i]) / 9
+        hits += int(np.argmin(((m - flat[i]) ** 2).sum(1)) == y[i])
+    assert hits >= 40  # chance: 10 of 60
+    colour, _ = stroke_images(3, 2, size=84, channels=3)
+    assert colour.shape == (6, 3, 84, 84)
+    with pytest.raises(ValueError, match="channels must be an integer >= 1"):
+        stroke_images(channels=0)
+
+
+def test_episodes_of_images_keep_their_shape_and_classes():
+    x, y = stroke_images(8, 9, size=16, channels=3, seed=1)
+    ep = EpisodeSampler(x, y, ways=4, shots=2, queries=3, seed=0).sample()
+    (xs, ys), (xq, yq) = ep.support, ep.query
+    assert xs.shape == (8, 3, 16, 16) and xq.shape == (12, 3, 16, 16)
+    for label, cls in enumerate(ep.classes):  # every example is an untouched image of its class
+        for img in torch.cat([xs[ys == label], xq[yq == label]]).numpy():
+            assert y[np.flatnonzero((x == img).all((1, 2, 3)))[0]] == cls
+    signals = np.random.default_rng(0).normal(size=(40, 2, 12))  # (n, channels, length) kept as is
+    assert EpisodeSampler(signals, np.arange(40) % 5, shots=2, queries=3).sample().support[0].shape == (10, 2, 12)
+
+
+def test_sampler_names_what_is_wrong_with_its_arrays():
+    x, y = stroke_images(5, 4, size=16)
+    with pytest.raises(ValueError, match=r"y must hold one integer label per example of x, shape \(20,\)"):
+        EpisodeSampler(x, y[:-1])
+    with pytest.raises(ValueError, match="y must hold one integer label"):
+        EpisodeSampler(x, y.astype(np.float32))
+    with pytest.raises(ValueError, match=r"x must be \(n, length\)"):
+        EpisodeSampler(np.zeros(20), y)
+    with pytest.raises(ValueError, match="ways=6 needs at least 6 classes"):
+        EpisodeSampler(x, y, ways=6, shots=1, queries=1)
+    with pytest.raises(ValueError, match=r"shots \+ queries = 5 exceeds the examples of classes \{0: 4"):
+        EpisodeSampler(x, y, shots=2, queries=3)

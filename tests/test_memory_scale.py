@@ -16,7 +16,11 @@ TINY = dict(cards={"small": 2**20, "large": 1.7 * 2**20}, widths=[8, 16, 24],
             validation=dict(settings={"tiny": dict(depth=3, meta_batch=2, shots=1, queries=2)}, widths=[8],
                             inner_steps=[1, 2], ways=5, length=40, alpha=0.4, delta=1e-3),
             checkpoints=dict(width=8, depth=3, meta_batch=2, length=40, inner_steps=[3], every={"3": [1, 2, 3]},
-                             timed_inner_steps=3, timed_every=[2], repeats=1, peak_limit=1.5, time_limit=0.7))
+                             timed_inner_steps=3, timed_every=[2], repeats=1, peak_limit=1.5, time_limit=0.7),
+            conv4=dict(size=16, channels=1, width=4, meta_batch=1, inner_steps=[1, 2], widths=[2, 4, 8],
+                       variants=["maml", "maml_hvp_lean"],
+                       validation=dict(settings={"s": dict(depth=4, meta_batch=1, shots=1, queries=1)}, widths=[4],
+                                       inner_steps=[1], ways=5, length=16, alpha=0.4, delta=1e-3)))
 # every variant, K-dependent checkpoints included, more widths and groups
 SMALL = dict(TINY, widths=[8, 16, 24, 32, 40], cards={"small": 6 * 2**20, "large": 12 * 2**20},
              along_K=dict(depth=3, meta_batch=2, length=40, inner_steps=[1, 3, 4]),
@@ -66,21 +70,36 @@ def test_the_sweep_finds_the_brute_force_frontier(tmp_path, grid):
     assert s["monotonicity"]["violations"] == 0
     for r in res["records"]:
         assert {"method", "width", "depth", "inner_steps", "meta_batch", "peak_bytes", "length", "seconds"} <= set(r)
-    # brute force: every width measured, the largest whose predicted bytes fit
+    # brute force: every width measured, the largest whose predicted bytes fit (both networks)
     peaks = {}
-    for row in s["frontier"]:
+    for row in s["frontier"] + s["conv4"]["frontier"]:
         method, options = memory_scale.variant_options(row["variant"], row["inner_steps"])
-        for w in full["widths"]:
-            key = (row["variant"], w, row["depth"], row["inner_steps"], row["meta_batch"], row["length"])
+        widths = full["widths"] if row["network"] == "cnn1d" else full["conv4"]["widths"]
+        for w in widths:
+            key = (row["network"], row["variant"], w, row["depth"], row["inner_steps"], row["meta_batch"], row["length"])
             if key not in peaks:
-                model, S, Q = memory_scale.shape_only_batch(full, w, row["depth"], row["meta_batch"], row["length"])
+                model, S, Q = memory_scale.shape_only_batch(full, w, row["depth"], row["meta_batch"], row["length"],
+                                                            network=row["network"])
                 peaks[key] = peak_bytes(model, S, Q, method=method, alpha=full["alpha"],
                                         inner_steps=row["inner_steps"], delta=full["delta"], **options)
-        fitting = [w for w in full["widths"] if row["margin"] * peaks[(row["variant"], w, *[
+        fitting = [w for w in widths if row["margin"] * peaks[(row["network"], row["variant"], w, *[
             row[k] for k in ("depth", "inner_steps", "meta_batch", "length")])] <= row["capacity"]]
         assert row["width"] == (max(fitting) if fitting else None), row
     assert len({r["width"] for r in s["frontier"]}) > 1  # the cards cut somewhere inside the grid
-    assert {c["id"] for c in res["claims"]} >= {"meta_peak_equals_cpu_meter", "checkpoints_between_lean_and_stored"}
+    assert len({r["width"] for r in s["conv4"]["frontier"]}) > 1
+    # Conv4 with BatchNorm: the meta count is the CPU meter's to the byte
+    assert s["conv4"]["validation"]["largest_relative_difference"] == 0
+    assert s["conv4"]["peaks"]["maml"]["2"] > s["conv4"]["peaks"]["maml"]["1"]
+    assert {c["id"] for c in res["claims"]} >= {"meta_peak_equals_cpu_meter", "checkpoints_between_lean_and_stored",
+                                                "conv4_meta_peak_equals_cpu_meter", "conv4_maml_grows_lean_flat_in_K"}
+    # the Conv4 part alone, folded into the results: CNN1D's records and claims kept, Conv4's replaced
+    again = memory_scale.update_conv4(res, dict(full["conv4"], inner_steps=[3], widths=[]))
+    cnn1d = [r for r in res["records"] if r["network"] == "cnn1d"]
+    assert [r for r in again["records"] if r["network"] == "cnn1d"] == cnn1d
+    assert {r["inner_steps"] for r in again["records"] if r["network"] == "conv4" and r["part"] == "frontier"} == {3}
+    assert [c["id"] for c in again["claims"] if not c["id"].startswith("conv4_")] == \
+        [c["id"] for c in res["claims"] if not c["id"].startswith("conv4_")]
+    assert again["summary"]["conv4"]["frontier"] == [] and again["config"]["conv4"]["inner_steps"] == [3]
 
 
 def test_cuda_check_chooses_the_first_point_where_maml_overflows_and_fob_fits():
