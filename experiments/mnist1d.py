@@ -13,16 +13,22 @@ One results file (``mnist1d.json``) and one figure (``mnist1d.png``):
 The fidelity of the finite differences (error tails against MAML) is its own experiment,
 :mod:`fobtheory.experiments.mnist1d_fidelity`, which trains its MAML runs with :func:`train`.
 
-**Runs.** Each run (one *unit*: activation, shots, method, variant, seed) trains by
-:func:`train`. Its finished result, a small JSON, is written atomically to
+**Runs.** Each run (one *unit*: activation, shots, method, variant, seed) is a job of a
+:mod:`fobtheory.campaign` (:func:`jobs`), trained by :func:`train` on the config's
+``executor`` (``workers`` processes by default; serial in the quick configuration). Its
+finished result, a small JSON, is written atomically to
 ``<results_dir>/<run key>/<run name>.json`` (``results_dir`` = ``figures/mnist1d-runs`` by
 default, relative to the working directory: run from the repository root, and the results
 are committed; quick runs keep them in the cache); checkpoints (every ``checkpoint_every`` steps) and weight
 snapshots stay in the cache, ``<checkpoint_dir or ~/.cache/fobtheory/mnist1d-runs>/<run key>/``.
-The run key ``v<TRAINING_VERSION>-<hash>`` hashes every config entry that shapes a run's
-numbers (all but :data:`PLAN_KEYS`), so a result is reused only by the same configuration
-and code, on any machine: a campaign continues on another machine, and several processes
-(:mod:`fobtheory.experiments.run_parallel`) can share one.
+The run key ``v<version>-<hash>`` hashes every config entry that shapes a run's numbers (all
+but :data:`PLAN_KEYS`), so a result is reused only by the same configuration and code, on any
+machine: a campaign continues on another machine, and several processes can share one.
+
+**Early stopping** (``early_stopping``, version 3): a run keeps the weights of its best
+validation accuracy on the curve episodes and reports test accuracy there too
+(``accuracy_early``, ``best_step``), beside the final step's. ``early_stopping=False`` is
+protocol version 2, the runs committed before it (their run keys unchanged).
 
 Intervals: the accuracy of a method is the mean over seeds of the mean over evaluation
 episodes; its 95% interval is a two-level bootstrap (seeds, then episodes). Differences
@@ -30,8 +36,7 @@ between methods are paired: same seeds, same training episodes, same test episod
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import argparse
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -40,21 +45,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from fobtheory import plotting
+from fobtheory import campaign, plotting
 from fobtheory.data import EpisodeSampler, cache_dir, load_mnist1d
 from fobtheory.memory import wall_time
 from fobtheory.nn import CNN1D, METHODS, adapted_accuracy, meta_gradient_batch
-from fobtheory.progress import track
-from fobtheory.results import claim, environment, make_results, save_figure, verdict, write_json_atomic
+from fobtheory.results import claim, environment, make_results, save_figure, verdict
 
 NAME = "mnist1d"
-TRAINING_VERSION = 2  # bump when a change to training, estimators or data alters a run's numbers
+TRAINING_VERSION = 3  # bump when a change to training, estimators or data alters a run's numbers
+V2 = 2  # the protocol without early stopping (early_stopping=False): the runs committed before version 3
 VARIANTS = ("plain", "guard", "frozen")  # guard: fob_symmetric + kink_tol; frozen: FO-B with freeze_pattern=True
 FROZEN_METHODS = ("fob_forward", "fob_symmetric")
 SPLITS = ("test", "validation")
 # config entries that choose which runs to do or where, not what a run computes: left out of the run key
 PLAN_KEYS = ("methods", "shots", "activations", "seeds", "guarded_activations", "frozen_activations", "variants",
-             "device", "torch_threads", "checkpoint_every", "checkpoint_dir", "results_dir", "timing_rounds")
+             "device", "torch_threads", "checkpoint_every", "checkpoint_dir", "results_dir", "timing_rounds",
+             "executor", "workers", "cluster_options")
 # what a fairly tuned second-order MAML reached on a prototype (DESIGN.md section 4.4)
 REFERENCE_MAML = {5: 73.0, 1: 60.4}
 
@@ -68,13 +74,14 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
         ways=5, queries=15, width=25, depth=3, alpha=0.4, inner_steps=1, delta=1e-3, kink_tol=0.1,
         meta_batch=8, meta_steps=4000, lr=1e-3, eval_episodes=600, eval_every=250, curve_episodes=100,
         eval_seed=10_000 + seed, num_samples=5000, validation_fraction=0.2, validation_seed=0, test_classes=None,
-        dtype="float32", device=device, torch_threads=1, checkpoint_every=250, checkpoint_dir=None,
-        results_dir="figures/mnist1d-runs", timing_rounds=20,
+        early_stopping=True, dtype="float32", device=device, torch_threads=1, checkpoint_every=250,
+        checkpoint_dir=None, results_dir="figures/mnist1d-runs", timing_rounds=20, executor="local", workers=1,
+        cluster_options={},
     )
     if quick:
         cfg.update(shots=[5], activations=["gelu"], seeds=[seed], guarded_activations=[], frozen_activations=[],
                    meta_steps=30, eval_episodes=40, eval_every=15, curve_episodes=20, checkpoint_every=15,
-                   timing_rounds=3, results_dir=None)
+                   timing_rounds=3, results_dir=None, executor="serial")
     return cfg
 
 
@@ -175,13 +182,19 @@ def run_name(activation, shots, method, seed, guard=False, frozen=False) -> str:
     return f"{activation}-{shots}shot-{method}{'-guard' if guard else ''}{'-frozen' if frozen else ''}-seed{seed}"
 
 
+def training_version(cfg) -> int:
+    """:data:`TRAINING_VERSION`, or :data:`V2` for ``early_stopping=False``."""
+    return TRAINING_VERSION if cfg.get("early_stopping") else V2
+
+
 def _shared(cfg) -> dict:
-    return {k: v for k, v in cfg.items() if k not in PLAN_KEYS}
+    """The entries that shape a run; version 2 runs predate ``early_stopping``, so it is left out there."""
+    return {k: v for k, v in cfg.items() if k not in PLAN_KEYS and not (k == "early_stopping" and not v)}
 
 
 def run_key(cfg) -> str:
-    """``v<TRAINING_VERSION>-<12 hex>``: the hash of the config entries that shape a run."""
-    return f"v{TRAINING_VERSION}-{hashlib.sha256(json.dumps(_shared(cfg), sort_keys=True).encode()).hexdigest()[:12]}"
+    """``v<version>-<12 hex>``: :func:`fobtheory.campaign.run_key` of the entries that shape a run."""
+    return campaign.run_key(training_version(cfg), _shared(cfg))
 
 
 def _run_dir(cfg) -> Path:
@@ -201,7 +214,8 @@ def result_path(cfg, name: str) -> Path:
 
 
 def finished(cfg, unit: Unit) -> bool:
-    return result_path(cfg, unit.name).exists()
+    """Whether ``unit`` has a committed result (a broken file raises, naming it)."""
+    return campaign.read(result_path(cfg, unit.name)) is not None
 
 
 def load_snapshots(cfg, name: str, device=None) -> dict:
@@ -245,7 +259,9 @@ def train(cfg, data, *, activation, shots, method, seed, guard=False, frozen=Fal
     step), ``kink_unresolved`` and ``kink_suspects`` (task steps)) and their totals
     ``kink_retries``, ``kink_unresolved``, ``kink_suspects``;
     ``seconds_per_step`` (median), ``train_seconds``; ``environment`` (device, torch version,
-    machine) of the process that finished it.
+    machine) of the process that finished it. With ``early_stopping``: ``best_step`` (the
+    first curve point of highest validation accuracy) and ``accuracy_early``,
+    ``val_accuracy_early`` (per episode, as above) of the weights at that step.
     """
     if guard and method != "fob_symmetric":
         raise ValueError(f"guard=True needs method='fob_symmetric', got {method!r}")
@@ -255,19 +271,17 @@ def train(cfg, data, *, activation, shots, method, seed, guard=False, frozen=Fal
     name = run_name(activation, shots, method, seed, guard, frozen)
     done, run_dir = result_path(cfg, name), _run_dir(cfg)
     wanted = set(snapshot_steps)
-    if done.exists() and (not wanted or wanted <= set(load_snapshots(cfg, name))):
+    committed = campaign.read(done)
+    if committed is not None and (not wanted or wanted <= set(load_snapshots(cfg, name))):
         progress.update(cfg["meta_steps"])
-        return json.loads(done.read_text())
-    for folder in {run_dir, done.parent}:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "config.json").exists():
-            write_json_atomic(folder / "config.json", dict(training_version=TRAINING_VERSION, **_shared(cfg)))
+        return committed
+    run_dir.mkdir(parents=True, exist_ok=True)
     train_sampler, _ = _samplers(cfg, data, shots)
     sampler = train_sampler(seed)
     curve_episodes = _samplers(cfg, data, shots, "validation")[1].batch(cfg["curve_episodes"])
     model = _model(cfg, activation, seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    state = dict(step=0, curve=[], seconds=[], snapshots={}, kinks=[], interval=[0, 0, 0])
+    state = dict(step=0, curve=[], seconds=[], snapshots={}, kinks=[], interval=[0, 0, 0], best=None)
     ckpt = run_dir / f"{name}.pt"
     if ckpt.exists():
         saved = torch.load(ckpt, weights_only=False)
@@ -283,7 +297,7 @@ def train(cfg, data, *, activation, shots, method, seed, guard=False, frozen=Fal
         kw["freeze_pattern"] = True
     for step in range(state["step"], cfg["meta_steps"]):
         if step in wanted:
-            state["snapshots"][step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state["snapshots"][step] = _copy(model)
         batch = stack(sampler.batch(cfg["meta_batch"]))
 
         def meta_step():
@@ -302,34 +316,139 @@ def train(cfg, data, *, activation, shots, method, seed, guard=False, frozen=Fal
         state["step"] = step + 1
         progress.update(1)
         if state["step"] % cfg["eval_every"] == 0 or state["step"] == cfg["meta_steps"]:
-            state["curve"].append((state["step"], float(evaluate(model, curve_episodes, cfg).mean())))
+            score = float(evaluate(model, curve_episodes, cfg).mean())
+            state["curve"].append((state["step"], score))
+            if cfg.get("early_stopping") and (state.get("best") is None or score > state["best"]["accuracy"]):
+                state["best"] = dict(step=state["step"], accuracy=score, model=_copy(model))
             state["kinks"].append((state["step"], *state["interval"]))
             state["interval"] = [0, 0, 0]
         if state["step"] % cfg["checkpoint_every"] == 0 and state["step"] < cfg["meta_steps"]:
             _save(dict(model=model.state_dict(), opt=opt.state_dict(), rng=sampler.rng.bit_generator.state,
                        state=state), ckpt)
     if cfg["meta_steps"] in wanted:
-        state["snapshots"][cfg["meta_steps"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state["snapshots"][cfg["meta_steps"]] = _copy(model)
     if state["snapshots"]:
         _save(state["snapshots"], run_dir / f"{name}.snapshots.pt")
     ckpt.unlink(missing_ok=True)
-    if done.exists():  # retrained for its snapshots only: the finished result stands
-        return json.loads(done.read_text())
+    if committed is not None:  # retrained for its snapshots only: the finished result stands
+        return committed
     fob = method.startswith("fob_")
-    accuracy = {split: evaluate(model, _samplers(cfg, data, shots, split)[1].batch(cfg["eval_episodes"]), cfg)
-                for split in SPLITS}
+
+    def accuracies():
+        return {split: np.round(evaluate(model, _samplers(cfg, data, shots, split)[1].batch(cfg["eval_episodes"]),
+                                         cfg), 4).tolist() for split in SPLITS}
+
+    accuracy = accuracies()
     result = dict(name=name, run_key=run_key(cfg), activation=activation, shots=shots, method=method,
                   kink_guard=guard, freeze_pattern=frozen, seed=seed,
-                  accuracy=np.round(accuracy["test"], 4).tolist(),
-                  val_accuracy=np.round(accuracy["validation"], 4).tolist(), curve=state["curve"],
+                  accuracy=accuracy["test"], val_accuracy=accuracy["validation"], curve=state["curve"],
                   kinks=state["kinks"] if fob else None,
                   kink_retries=sum(k[1] for k in state["kinks"]) if fob else None,
                   kink_unresolved=sum(k[2] for k in state["kinks"]) if fob else None,
                   kink_suspects=sum(k[3] for k in state["kinks"]) if fob else None,
                   seconds_per_step=float(np.median(state["seconds"])) if state["seconds"] else None,
                   train_seconds=float(np.sum(state["seconds"])), environment=environment(cfg["device"]))
-    write_json_atomic(done, result)
-    return json.loads(done.read_text())
+    if cfg.get("early_stopping"):
+        best = state["best"]
+        if best["step"] != state["step"]:
+            model.load_state_dict(best["model"])
+            accuracy = accuracies()
+        result.update(best_step=best["step"], accuracy_early=accuracy["test"], val_accuracy_early=accuracy["validation"])
+    return campaign.commit(done, result, dict(training_version=training_version(cfg), **_shared(cfg)))
+
+
+def _copy(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+_DATA = {}  # per process: the data of each config's data entries
+
+
+def _data(cfg) -> dict:
+    key = (cfg["num_samples"], cfg["validation_fraction"], cfg["validation_seed"])
+    if key not in _DATA:
+        _DATA[key] = load_data(cfg)
+    return _DATA[key]
+
+
+def train_unit(cfg, unit: Unit, snapshot_steps=(), progress=None) -> dict:
+    """:func:`train` of ``unit`` on this process's copy of the data: a campaign job's function."""
+    return train(cfg, _data(cfg), activation=unit.activation, shots=unit.shots, method=unit.method, seed=unit.seed,
+                 guard=unit.guard, frozen=unit.frozen, progress=progress, snapshot_steps=snapshot_steps)
+
+
+def has_snapshots(cfg, unit: Unit, snapshot_steps=()) -> bool:
+    return set(snapshot_steps) <= set(load_snapshots(cfg, unit.name))
+
+
+def job(cfg, unit: Unit, stage: str = "", snapshot_steps=()) -> campaign.Job:
+    """The campaign job of ``unit`` under ``cfg`` (with the weight snapshots it must leave in the cache)."""
+    return campaign.Job(result_path(cfg, unit.name), train_unit, (cfg, unit, tuple(snapshot_steps)), stage,
+                        cfg["meta_steps"], has_snapshots if snapshot_steps else None)
+
+
+def run_options(cfg, desc: str) -> dict:
+    """:func:`fobtheory.campaign.run_jobs`'s options from ``cfg``'s executor entries."""
+    return dict(executor=cfg["executor"], workers=cfg["workers"], threads=cfg["torch_threads"] or 1,
+                options=cfg["cluster_options"], desc=desc)
+
+
+def job_seconds(seconds: dict):
+    """Estimated process-seconds of a :func:`job` from :func:`measure_seconds`'s table."""
+    return lambda j: unit_seconds(j.args[0], j.args[1], seconds)
+
+
+def train_all(jobs_of, cfg, desc: str, **options) -> None:
+    """Train ``jobs_of()``'s pending units (:func:`fobtheory.campaign.complete`); a failed
+    unit is a RuntimeError naming the failed units, after the others finished."""
+    failed = campaign.complete(jobs_of, **run_options(cfg, desc), **options)
+    if failed:
+        raise RuntimeError(campaign.failure(failed))
+
+
+# ---------------------------------------------------------------------------------------------
+# the cost of runs
+
+
+def _evaluations(train_cfg) -> int:
+    """Episodes a run evaluates: the curve every ``eval_every`` steps and at the end, then the
+    test and validation sets (twice with early stopping, an upper bound: not when the best step is the last)."""
+    steps, every = train_cfg["meta_steps"], train_cfg["eval_every"]
+    sets = 4 if train_cfg.get("early_stopping") else 2
+    return (steps // every + (steps % every > 0)) * train_cfg["curve_episodes"] + sets * train_cfg["eval_episodes"]
+
+
+def unit_seconds(train_cfg, unit, seconds: dict) -> float:
+    """Estimated process-seconds of one run: meta-steps x seconds per step plus evaluated
+    episodes x seconds per episode, from ``seconds[(activation, method, frozen, K, shots)] =
+    (per step, per episode)``."""
+    step, episode = seconds[(unit.activation, unit.method, unit.frozen, train_cfg["inner_steps"], unit.shots)]
+    return train_cfg["meta_steps"] * step + _evaluations(train_cfg) * episode
+
+
+def measure_seconds(cfg, data, keys, rounds: int) -> dict:
+    """``{key: (seconds per meta-step, seconds per evaluated episode)}`` on this machine, this
+    process's torch threads: medians of ``rounds`` interleaved calls (after one warm-up)
+    at initial weights (alpha = the shared one: time does not depend on it)."""
+    keys = sorted(keys)
+    batches = {}
+    for act, _, _, _, shots in keys:
+        if (act, shots) not in batches:
+            train, evaluation = _samplers(cfg, data, shots, "validation")  # the test split only for results
+            batches[act, shots] = (stack(train(cfg["seeds"][0]).batch(cfg["meta_batch"])),
+                                   evaluation.batch(25))
+    models = {act: _model(cfg, act, cfg["seeds"][0]) for act in {k[0] for k in keys}}
+    steps, episodes = {key: [] for key in keys}, {key: [] for key in keys}
+    for _ in range(rounds + 1):
+        for key in keys:
+            act, method, frozen, k, shots = key
+            batch, episodes_ = batches[act, shots]
+            steps[key].append(wall_time(lambda: meta_gradient_batch(  # noqa: B023 (called at once)
+                models[act], *batch, method=method, alpha=cfg["alpha"], inner_steps=k, delta=cfg["delta"],
+                **({"freeze_pattern": True} if frozen else {})), cfg["device"]))
+            episodes[key].append(wall_time(lambda: evaluate(  # noqa: B023
+                models[act], episodes_, dict(cfg, inner_steps=k)), cfg["device"]) / len(episodes_))
+    return {key: (float(np.median(steps[key][1:])), float(np.median(episodes[key][1:]))) for key in keys}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,7 +547,7 @@ def _kink_summary(runs, cfg) -> dict:
 
 
 def summarize(results: list[dict], timing_rows, cfg) -> tuple[dict, list[dict]]:
-    summary = {"accuracy": {}, "validation_accuracy": {}, "difference_to_maml": {}, "kinks": {},
+    summary = {"accuracy": {}, "accuracy_early": {}, "validation_accuracy": {}, "difference_to_maml": {}, "kinks": {},
                "timing": {r["method"] + ("+frozen" if r.get("freeze_pattern") else ""): r["ratio_to_maml"]
                           for r in timing_rows}}
     for act, shots, method, guard, frozen in sorted({_variant(r) for r in results}):
@@ -436,6 +555,8 @@ def summarize(results: list[dict], timing_rows, cfg) -> tuple[dict, list[dict]]:
         runs = sorted((r for r in results if _variant(r) == (act, shots, method, guard, frozen)),
                       key=lambda r: r["seed"])
         summary["accuracy"][key] = _interval(_accuracies(results, act, shots, method, guard, frozen))
+        if all(r.get("accuracy_early") for r in runs):  # test accuracy at the best validation step
+            summary["accuracy_early"][key] = _interval([np.asarray(r["accuracy_early"]) for r in runs])
         if all(r.get("val_accuracy") for r in runs):
             summary["validation_accuracy"][key] = _interval([np.asarray(r["val_accuracy"]) for r in runs])
         maml = _accuracies(results, act, shots, "maml")
@@ -576,7 +697,7 @@ def _check(cfg):
 
 def records(results: list[dict], cfg) -> list[dict]:
     """Flat rows of finished runs: ``final`` (test accuracy, mean and 95% half-width over
-    episodes; validation accuracy), ``curve`` (validation accuracy by step) and ``kinks``
+    episodes; validation accuracy; with early stopping ``accuracy_early`` and ``best_step``), ``curve`` (validation accuracy by step) and ``kinks``
     (guard counts per ``eval_every`` interval, FO-B runs)."""
     rows = []
     for r in results:
@@ -587,6 +708,8 @@ def records(results: list[dict], cfg) -> list[dict]:
                          ci95=float(1.96 * per_episode.std(ddof=1) / np.sqrt(len(per_episode))),
                          episodes=len(per_episode),
                          val_accuracy=float(np.mean(r["val_accuracy"])) if r.get("val_accuracy") else None,
+                         accuracy_early=float(np.mean(r["accuracy_early"])) if r.get("accuracy_early") else None,
+                         best_step=r.get("best_step"),
                          seconds_per_step=r["seconds_per_step"], kink_retries=r.get("kink_retries"),
                          kink_unresolved=r.get("kink_unresolved"), kink_suspects=r.get("kink_suspects"),
                          device=r.get("environment", {}).get("device")))
@@ -596,20 +719,72 @@ def records(results: list[dict], cfg) -> list[dict]:
     return rows
 
 
+def jobs(cfg) -> list[campaign.Job]:
+    """The campaign: one job per unit of :func:`_plan`."""
+    return [job(cfg, u) for u in _plan(cfg)]
+
+
 def run(cfg: dict) -> dict:
     _check(cfg)
-    data = load_data(cfg)
-    plan = _plan(cfg)
-    results = []
+    data = _data(cfg)
     with threads(cfg["torch_threads"]):
-        with track(total=len(plan) * cfg["meta_steps"], desc="mnist1d meta-steps", unit="step") as progress:
-            for unit in plan:
-                progress.set_postfix_str(unit.name)
-                results.append(train(cfg, data, activation=unit.activation, shots=unit.shots, method=unit.method,
-                                     seed=unit.seed, guard=unit.guard, frozen=unit.frozen, progress=progress))
+        train_all(lambda: jobs(cfg), cfg, "mnist1d runs")
+        results = [campaign.read(j.path) for j in jobs(cfg)]
         timing_rows = timing(cfg, data)
     summary, claims = summarize(results, timing_rows, cfg)
     return make_results(NAME, cfg, records(results, cfg) + timing_rows, summary, claims, device=cfg["device"])
+
+
+def plan(cfg) -> str:
+    """The campaign's units (committed, broken, pending) and the cost of the pending ones, as text."""
+    todo = [j.args[1] for j in campaign.pending(jobs(cfg))]
+    keys = {(u.activation, u.method, u.frozen, cfg["inner_steps"], u.shots) for u in todo}
+    with threads(cfg["torch_threads"]):
+        seconds = measure_seconds(cfg, _data(cfg), keys, 1) if keys else {}
+    return campaign.describe(jobs(cfg), job_seconds(seconds), cfg["results_dir"] or "the cache")
+
+
+# ---------------------------------------------------------------------------------------------
+# command line of the campaign scripts (`python -m fobtheory.experiments.run_parallel`, ...)
+
+
+def campaign_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the options every MNIST-1D campaign script takes: the executor's
+    (:func:`fobtheory.campaign.add_options`), device, the configuration (quick, seed),
+    methods, activations, the committed results root and the protocol."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    campaign.add_options(p)
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
+    p.add_argument("--quick", action="store_true", help="the quick configuration")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the configuration (default 0)")
+    p.add_argument("--methods", nargs="+", default=None, help="maml fo_maml reptile fob_forward fob_symmetric")
+    p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
+    p.add_argument("--results-dir", default=None, help="committed results root (default figures/mnist1d-runs)")
+    p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false", default=None,
+                   help="protocol version 2: the runs committed before early stopping")
+    return p
+
+
+def make_config(args) -> dict:
+    """The config of a campaign command's ``args`` (device resolved, entries checked)."""
+    from fobtheory.cli import resolve_device
+
+    cfg = config(quick=args.quick, seed=args.seed, device=resolve_device(args.device))
+    cfg.update(overrides(args, ("methods", "shots", "seeds", "activations", "variants", "results_dir")))
+    _check(cfg)
+    return cfg
+
+
+def overrides(args, keys=()) -> dict:
+    """The config entries that ``args`` sets: the executor's and the protocol's, and ``keys``."""
+    out = {k: getattr(args, k) for k in ("executor", "workers", "early_stopping", *keys)
+           if getattr(args, k, None) is not None}
+    if getattr(args, "threads", None) is not None:
+        out["torch_threads"] = args.threads
+    if getattr(args, "cluster_option", None):
+        out["cluster_options"] = campaign.cluster_options(args.cluster_option)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

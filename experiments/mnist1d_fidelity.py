@@ -17,9 +17,11 @@ not a curvature, and some task of a trained network always crosses one. Medians 
 hide this: the summary and the figure report the median, the 90th percentile and the
 maximum over tasks, and the claims are stated on the tails.
 
-The MAML runs are those of the MNIST-1D campaign (same run key: a committed result is
-reused); their weight snapshots live in the cache, and a run whose snapshots are missing
-is retrained (deterministic: the same weights on the same device).
+The MAML runs are jobs of the MNIST-1D campaign (:func:`mnist1d.job`, same run key: a
+committed result is reused), on the config's ``executor``; their weight snapshots live in
+the cache, and a run whose snapshots are missing is retrained (deterministic: the same
+weights on the same device). Networks: :data:`NETWORKS` (name -> label), built by
+:func:`mnist1d._model`.
 """
 from __future__ import annotations
 
@@ -55,11 +57,13 @@ PLAIN_FLOOR = 1e-2  # plain ReLU: the max over tasks stays above this at every d
 
 def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
     plan = ("methods", "shots", "activations", "seeds", "guarded_activations", "frozen_activations", "variants",
-            "device", "torch_threads", "timing_rounds")  # chosen here; device at run time
-    training = {k: v for k, v in mnist1d.config(quick=quick, seed=seed, device=device).items() if k not in plan}
+            "device", "torch_threads", "timing_rounds", "executor", "workers", "cluster_options")  # chosen here
+    runs = mnist1d.config(quick=quick, seed=seed, device=device)
+    training = {k: v for k, v in runs.items() if k not in plan}
     cfg = dict(activations=["relu", "gelu", "mixed"], shots=5, seed=seed, steps=[0, 200, 800, training["meta_steps"]],
                episodes=32, deltas=[10.0 ** e for e in range(-8, 0)], dtypes=["float32", "float64"],
-               device=device, torch_threads=1, training=training)
+               device=device, torch_threads=1, training=training,
+               **{k: runs[k] for k in ("executor", "workers", "cluster_options")})
     if quick:
         cfg.update(steps=[0, training["meta_steps"]], episodes=4, deltas=[1e-5, 1e-3])
     return cfg
@@ -252,16 +256,14 @@ def _highlights(t, cfg) -> list[str]:
 def run(cfg: dict) -> dict:
     _check(cfg)
     training = dict(cfg["training"], device=cfg["device"])
-    data = mnist1d.load_data(training)
+    data = mnist1d._data(training)
     episodes = mnist1d._samplers(training, data, cfg["shots"], "test")[1].batch(cfg["episodes"])
     rows = []
+    jobs = [mnist1d.job(training, mnist1d.Unit(act, cfg["shots"], "maml", cfg["seed"]), snapshot_steps=cfg["steps"])
+            for act in cfg["activations"]]
     with mnist1d.threads(cfg["torch_threads"]):
-        with track(total=len(cfg["activations"]) * training["meta_steps"], desc="fidelity: MAML runs",
-                   unit="step") as progress:
-            for act in cfg["activations"]:
-                progress.set_postfix_str(act)
-                mnist1d.train(training, data, activation=act, shots=cfg["shots"], method="maml", seed=cfg["seed"],
-                              progress=progress, snapshot_steps=cfg["steps"])
+        mnist1d.train_all(lambda: jobs, dict(training, **{k: cfg[k] for k in (
+            "executor", "workers", "cluster_options", "torch_threads")}), "fidelity: MAML runs")
         for act in track(cfg["activations"], desc="fidelity: estimates", unit="network"):
             name = mnist1d.run_name(act, cfg["shots"], "maml", cfg["seed"])
             rows += fidelity(cfg, training, act, mnist1d.load_snapshots(training, name, cfg["device"]), episodes)

@@ -27,31 +27,29 @@ against time and memory; ``mnist1d_select_grid.png``: the selection grid).
    :func:`fobtheory.memory.wall_time`) and the meter's peak bytes of one meta-gradient
    (:func:`fobtheory.memory.peak_bytes`) at each table's setting.
 
-**Units and stages.** Each run is one unit trained by :func:`mnist1d.train` and committed at
-once under ``<results_dir>/<run key>/`` (the key hashes alpha, K, meta-steps, ...), so a
-campaign resumes on any machine and units can run in parallel processes
-(:func:`fobtheory.experiments.run_parallel.run_units`, one unit per process, atomic writes).
-Which units exist depends on results: round r + 1 of a variant's grid on round r, its
-``best`` runs on its whole grid. :func:`jobs` lists the units known now;
-``python -m fobtheory.experiments.mnist1d_select --plan`` prints them with the cost of the
-campaign in process-hours, and ``--workers N`` trains them stage by stage.
+**Units and stages.** Each run is one unit of a :mod:`fobtheory.campaign`, trained by
+:func:`mnist1d.train` and committed at once under ``<results_dir>/<run key>/`` (the key hashes
+alpha, K, meta-steps, ...), so a campaign resumes on any machine and units run on any
+executor (``--executor``, ``--workers``). Which units exist depends on results: round r + 1
+of a variant's grid on round r, its ``best`` runs on its whole grid. :func:`jobs` lists the
+units known now; ``fobtheory select --plan`` prints them with the cost of the campaign in
+process-hours (and any broken result file); ``python -m fobtheory.experiments.mnist1d_select``
+trains them stage by stage, one seed at a time.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from fobtheory import plotting
-from fobtheory.experiments import mnist1d, run_parallel
+from fobtheory import campaign, plotting
+from fobtheory.experiments import mnist1d
 from fobtheory.memory import peak_bytes, wall_time
 from fobtheory.nn import METHODS, meta_gradient_batch
-from fobtheory.progress import track
-from fobtheory.results import claim, make_results, save_figure, verdict
+from fobtheory.results import DamagedResult, claim, make_results, save_figure, verdict
 
 NAME = "mnist1d_select"
 TABLES = ("shared", "best")
@@ -130,9 +128,17 @@ def train_config(cfg, alpha, inner_steps, *, grid: bool = False) -> dict:
 
 
 def committed(train_cfg, unit) -> dict | None:
-    """The committed result of ``unit`` under ``train_cfg``, or None."""
-    path = mnist1d.result_path(train_cfg, unit.name)
-    return json.loads(path.read_text()) if path.exists() else None
+    """The committed result of ``unit`` under ``train_cfg``, or None (a broken file raises, naming it)."""
+    return campaign.read(mnist1d.result_path(train_cfg, unit.name))
+
+
+def _score(train_cfg, unit) -> float | None:
+    """Validation accuracy of a committed grid run; None when not trained (or broken: the plan lists it)."""
+    try:
+        result = committed(train_cfg, unit)
+    except DamagedResult:
+        return None
+    return None if result is None else float(np.mean(result["val_accuracy"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,10 +211,7 @@ def open_edges(scores: dict, point: tuple, alpha_ladder, inner_steps_ladder) -> 
 def grids(cfg) -> dict[Variant, Grid]:
     """Each variant's :func:`grid` from the committed grid runs."""
     def score(v):
-        def of(point):
-            result = committed(train_config(cfg, *point, grid=True), v.unit(cfg["grid_shots"], cfg["grid_seed"]))
-            return None if result is None else float(np.mean(result["val_accuracy"]))
-        return of
+        return lambda point: _score(train_config(cfg, *point, grid=True), v.unit(cfg["grid_shots"], cfg["grid_seed"]))
 
     return {v: grid(cfg, score(v)) for v in variants(cfg)}
 
@@ -217,17 +220,21 @@ def grids(cfg) -> dict[Variant, Grid]:
 # the plan: units known now, and their cost
 
 
-class Job(NamedTuple):
+class Run(NamedTuple):
     stage: str  # "grid round r", "shared" or "best"
     cfg: dict  # the mnist1d config of the run
     unit: mnist1d.Unit
+
+    @property
+    def job(self) -> campaign.Job:
+        return mnist1d.job(self.cfg, self.unit, self.stage)
 
 
 def setting(cfg, table: str, chosen) -> tuple:
     return (cfg["alpha"], cfg["inner_steps"]) if table == "shared" else chosen
 
 
-def jobs(cfg, state: dict[Variant, Grid] | None = None) -> list[Job]:
+def jobs(cfg, state: dict[Variant, Grid] | None = None) -> list[Run]:
     """Every unit known now (finished or not): the grid points planned so far, the shared
     runs, and the ``best`` runs of the variants whose grid is finished; a run shared by two
     stages (a variant whose best is the shared setting) is listed once."""
@@ -235,7 +242,7 @@ def jobs(cfg, state: dict[Variant, Grid] | None = None) -> list[Job]:
     out = {}
     for v, g in state.items():
         for point, r in g.rounds.items():
-            job = Job(f"grid round {r}", train_config(cfg, *point, grid=True),
+            job = Run(f"grid round {r}", train_config(cfg, *point, grid=True),
                       v.unit(cfg["grid_shots"], cfg["grid_seed"]))
             out.setdefault(mnist1d.result_path(job.cfg, job.unit.name), job)
         for table in TABLES:
@@ -244,28 +251,14 @@ def jobs(cfg, state: dict[Variant, Grid] | None = None) -> list[Job]:
             tcfg = train_config(cfg, *setting(cfg, table, g.chosen))
             for shots in cfg["shots"]:
                 for seed in cfg["seeds"]:
-                    job = Job(table, tcfg, v.unit(shots, seed))
+                    job = Run(table, tcfg, v.unit(shots, seed))
                     out.setdefault(mnist1d.result_path(tcfg, job.unit.name), job)
     return list(out.values())
 
 
-def pending(cfg, state=None) -> list[Job]:
-    return [j for j in jobs(cfg, state) if not mnist1d.finished(j.cfg, j.unit)]
-
-
-def _evaluations(train_cfg) -> int:
-    """Episodes a run evaluates: the curve every ``eval_every`` steps and at the end, then the
-    test and validation sets."""
-    steps, every = train_cfg["meta_steps"], train_cfg["eval_every"]
-    return (steps // every + (steps % every > 0)) * train_cfg["curve_episodes"] + 2 * train_cfg["eval_episodes"]
-
-
-def unit_seconds(train_cfg, unit, seconds: dict) -> float:
-    """Estimated process-seconds of one run: meta-steps x seconds per step plus evaluated
-    episodes x seconds per episode, from ``seconds[(activation, method, frozen, K, shots)] =
-    (per step, per episode)``."""
-    step, episode = seconds[(unit.activation, unit.method, unit.frozen, train_cfg["inner_steps"], unit.shots)]
-    return train_cfg["meta_steps"] * step + _evaluations(train_cfg) * episode
+def pending(cfg, state=None) -> list[Run]:
+    """The runs known now that are neither committed nor broken."""
+    return [j for j in jobs(cfg, state) if campaign.status(j.job) == "pending"]
 
 
 def campaign_cost(cfg, seconds: dict, state: dict[Variant, Grid] | None = None) -> dict:
@@ -276,7 +269,7 @@ def campaign_cost(cfg, seconds: dict, state: dict[Variant, Grid] | None = None) 
     at the ladder's smallest / largest K), and the unit counts."""
     state = grids(cfg) if state is None else state
     todo = pending(cfg, state)
-    known = sum(unit_seconds(j.cfg, j.unit, seconds) for j in todo)
+    known = sum(mnist1d.unit_seconds(j.cfg, j.unit, seconds) for j in todo)
     widening, low, high, unknown_units = 0.0, 0.0, 0.0, 0
     k_low, k_high = cfg["inner_steps_ladder"][0], cfg["inner_steps_ladder"][-1]
     for v, g in state.items():
@@ -286,12 +279,12 @@ def campaign_cost(cfg, seconds: dict, state: dict[Variant, Grid] | None = None) 
         ladders = cfg["alpha_ladder"], cfg["inner_steps_ladder"]
         most = max(len([q for q in neighbours(p, *ladders) if q not in g.rounds]) for p in g.rounds)
         unit = v.unit(cfg["grid_shots"], cfg["grid_seed"])
-        widening += most * rounds_left * unit_seconds(train_config(cfg, cfg["alpha"], k_high, grid=True), unit, seconds)
+        widening += most * rounds_left * mnist1d.unit_seconds(train_config(cfg, cfg["alpha"], k_high, grid=True), unit, seconds)
         for shots in cfg["shots"]:
             n = len(cfg["seeds"])
             unknown_units += n
-            low += n * unit_seconds(train_config(cfg, cfg["alpha"], k_low), v.unit(shots, 0), seconds)
-            high += n * unit_seconds(train_config(cfg, cfg["alpha"], k_high), v.unit(shots, 0), seconds)
+            low += n * mnist1d.unit_seconds(train_config(cfg, cfg["alpha"], k_low), v.unit(shots, 0), seconds)
+            high += n * mnist1d.unit_seconds(train_config(cfg, cfg["alpha"], k_high), v.unit(shots, 0), seconds)
     return dict(known=known / 3600, known_units=len(todo), widening=widening / 3600, best_low=low / 3600,
                 best_high=high / 3600, best_units_unknown=unknown_units)
 
@@ -306,31 +299,6 @@ def cost_keys(cfg, state=None) -> set[tuple]:
             for k in (cfg["inner_steps_ladder"][0], cfg["inner_steps_ladder"][-1]):
                 keys |= {(v.activation, v.method, v.frozen, k, s) for s in {*cfg["shots"], cfg["grid_shots"]}}
     return keys
-
-
-def measure_seconds(cfg, data, keys) -> dict:
-    """``{key: (seconds per meta-step, seconds per evaluated episode)}`` on this machine, this
-    process's torch threads: medians of ``cost_rounds`` interleaved calls (after one warm-up)
-    at initial weights (alpha = the shared one: time does not depend on it)."""
-    keys = sorted(keys)
-    batches = {}
-    for act, _, _, _, shots in keys:
-        if (act, shots) not in batches:
-            train, evaluation = mnist1d._samplers(cfg, data, shots, "validation")  # the test split only for results
-            batches[act, shots] = (mnist1d.stack(train(cfg["seeds"][0]).batch(cfg["meta_batch"])),
-                                   evaluation.batch(25))
-    models = {act: mnist1d._model(cfg, act, cfg["seeds"][0]) for act in {k[0] for k in keys}}
-    steps, episodes = {key: [] for key in keys}, {key: [] for key in keys}
-    for _ in range(cfg["cost_rounds"] + 1):
-        for key in keys:
-            act, method, frozen, k, shots = key
-            batch, episodes_ = batches[act, shots]
-            steps[key].append(wall_time(lambda: meta_gradient_batch(  # noqa: B023 (called at once)
-                models[act], *batch, method=method, alpha=cfg["alpha"], inner_steps=k, delta=cfg["delta"],
-                **({"freeze_pattern": True} if frozen else {})), cfg["device"]))
-            episodes[key].append(wall_time(lambda: mnist1d.evaluate(  # noqa: B023
-                models[act], episodes_, dict(cfg, inner_steps=k)), cfg["device"]) / len(episodes_))
-    return {key: (float(np.median(steps[key][1:])), float(np.median(episodes[key][1:]))) for key in keys}
 
 
 def describe_cost(cost: dict) -> str:
@@ -362,44 +330,43 @@ def describe_selection(cfg, state: dict[Variant, Grid]) -> str:
 def plan(cfg, data=None) -> str:
     """Each variant's selection so far, the cost of the campaign and its pending units (stage,
     run key, name), as text."""
-    data = mnist1d.load_data(cfg) if data is None else data
+    data = mnist1d._data(cfg) if data is None else data
     state = grids(cfg)
-    todo = pending(cfg, state)
     with mnist1d.threads(cfg["torch_threads"]):
-        seconds = measure_seconds(cfg, data, cost_keys(cfg, state))
-    done = len(jobs(cfg, state)) - len(todo)
-    lines = [describe_selection(cfg, state), describe_cost(campaign_cost(cfg, seconds, state)),
-             f"{done} units committed, {len(todo)} pending now (results under {cfg['results_dir'] or 'the cache'}):"]
-    lines += [f"  {j.stage:<13} {mnist1d.run_key(j.cfg)}/{j.unit.name}  "
-              f"(~{unit_seconds(j.cfg, j.unit, seconds) / 60:.0f} min)" for j in todo]
-    return "\n".join(lines)
+        seconds = mnist1d.measure_seconds(cfg, data, cost_keys(cfg, state), cfg["cost_rounds"])
+    return "\n".join([describe_selection(cfg, state), describe_cost(campaign_cost(cfg, seconds, state)),
+                      campaign.describe([r.job for r in jobs(cfg, state)], mnist1d.job_seconds(seconds),
+                                        cfg["results_dir"] or "the cache")])
 
 
 # ---------------------------------------------------------------------------------------------
 # the experiment
 
 
-def _train_stage(todo: list[Job], data):
-    with track(total=sum(j.cfg["meta_steps"] for j in todo), desc="mnist1d_select meta-steps", unit="step") as bar:
-        for j in todo:
-            bar.set_postfix_str(f"{j.stage}: {j.unit.name}")
-            mnist1d.train(j.cfg, data, activation=j.unit.activation, shots=j.unit.shots, method=j.unit.method,
-                          seed=j.unit.seed, frozen=j.unit.frozen, progress=bar)
+def _next_seed(todo: list[campaign.Job]) -> list[campaign.Job]:
+    """The pending jobs of the lowest seed, the costliest first: an interrupted campaign leaves whole seeds."""
+    seed = min(j.args[1].seed for j in todo)
+    return sorted((j for j in todo if j.args[1].seed == seed),
+                  key=lambda j: -j.args[0]["meta_steps"] * j.args[0]["inner_steps"])
+
+
+def train_pending(cfg) -> None:
+    """Train every unit not committed yet on ``cfg``'s executor, one seed at a time, re-planned
+    after each (a finished grid adds its variant's runs)."""
+    mnist1d.train_all(lambda: [r.job for r in jobs(cfg)], cfg, "select runs", batch=_next_seed)
 
 
 def run(cfg: dict, echo=print) -> dict:
-    """Train the units not committed yet, stage by stage (the campaign's cost is printed
+    """Train the units not committed yet (:func:`train_pending`; the campaign's cost is printed
     first), then measure the cost of each setting and assemble the results."""
     _check(cfg)
-    data = mnist1d.load_data(cfg)
+    data = mnist1d._data(cfg)
     with mnist1d.threads(cfg["torch_threads"]):
-        todo = pending(cfg)
-        if todo:
+        if pending(cfg):
             state = grids(cfg)
-            echo(describe_cost(campaign_cost(cfg, measure_seconds(cfg, data, cost_keys(cfg, state)), state)))
-        while todo:
-            _train_stage(todo, data)
-            todo = pending(cfg)
+            seconds = mnist1d.measure_seconds(cfg, data, cost_keys(cfg, state), cfg["cost_rounds"])
+            echo(describe_cost(campaign_cost(cfg, seconds, state)))
+        train_pending(cfg)
         state = grids(cfg)
         tables = _tables(cfg, state)
         cost_rows = cost(cfg, data, state)
@@ -718,7 +685,7 @@ def _plot_grid(results, path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = run_parallel.campaign_parser("python -m fobtheory.experiments.mnist1d_select", __doc__)
+    p = mnist1d.campaign_parser("python -m fobtheory.experiments.mnist1d_select", __doc__)
     p.add_argument("--plan", action="store_true", help="print the campaign's cost and its pending units, then stop")
     return p
 
@@ -727,33 +694,27 @@ def make_config(args) -> dict:
     from fobtheory.cli import resolve_device
 
     cfg = config(quick=args.quick, seed=args.seed, device=resolve_device(args.device))
-    cfg.update({k: getattr(args, k) for k in ("methods", "activations", "results_dir")
-                if getattr(args, k, None) is not None})
+    cfg.update(mnist1d.overrides(args, ("methods", "activations", "results_dir")))
     _check(cfg)
     return cfg
 
 
 def main(argv=None) -> int:
-    """``--plan``: the cost and the pending units; otherwise train the pending units in
-    ``--workers`` processes, one seed at a time, until every unit is committed."""
+    """``--plan``: the cost and the pending units; otherwise train the pending units on
+    ``--executor`` (:func:`train_pending`) until every unit is committed."""
     args = build_parser().parse_args(argv)
     try:
         cfg = make_config(args)
         print(plan(cfg))
         if args.plan:
             return 0
-        # one seed at a time, re-planned after each (a finished grid adds its variant's runs),
-        # the costliest units first: an interrupted campaign leaves whole seeds
-        while todo := pending(cfg):
-            seed = min(j.unit.seed for j in todo)
-            todo = sorted((j for j in todo if j.unit.seed == seed),
-                          key=lambda j: -j.cfg["meta_steps"] * j.cfg["inner_steps"])
-            if run_parallel.report_failed(run_parallel.run_units([(j.cfg, j.unit) for j in todo],
-                                                                 workers=args.workers, threads=args.threads)):
-                return 1
+        train_pending(cfg)
     except ValueError as err:
         print(f"mnist1d_select: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        print(f"mnist1d_select: {err}", file=sys.stderr)
+        return 1
     print("all units committed; `fobtheory select` with the same options assembles mnist1d_select.json")
     return 0
 

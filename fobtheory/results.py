@@ -160,12 +160,27 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 130) -> Path:
     return _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi, metadata={"Software": None}), "wb")
 
 
-def load_results(path: str | os.PathLike) -> dict:
-    """Read and validate a results file."""
+class DamagedResult(ValueError):
+    """A results file that exists but cannot be read; the message names it and says what to do."""
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path``; a file that is empty, truncated, not UTF-8 or not an object
+    raises :class:`DamagedResult` naming it: delete it, and it will be recomputed."""
     path = Path(path)
     try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problem = "empty" if path.stat().st_size == 0 else f"not valid JSON ({err})"
+    else:
+        if isinstance(obj, dict):
+            return obj
+        problem = f"a JSON {type(obj).__name__}, not an object"
+    raise DamagedResult(f"{path}: damaged result file, {problem}; delete it, and it will be recomputed")
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """Read and validate a results file (:func:`read_json`)."""
+    results = read_json(path)
     validate_results(results, source=str(path))
     return results

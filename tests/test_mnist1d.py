@@ -1,6 +1,7 @@
 """The MNIST-1D experiment on tiny configurations: schema, determinism, resume, committed runs."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,19 +218,51 @@ def test_accuracy_verdicts_follow_the_data(shift, expected):
 
 
 def test_parallel_workers_commit_the_units_that_a_later_run_reuses(tiny, monkeypatch, capsys):
+    from fobtheory import campaign
     from fobtheory.experiments import run_parallel
 
     cfg = dict(tiny, methods=["maml", "fob_symmetric"], activations=["relu"], frozen_activations=["relu"])
-    jobs = [(cfg, u) for u in exp._plan(cfg)]
-    assert run_parallel.run_units(run_parallel.pending(jobs), workers=2, echo=lambda *_: None) == []
-    assert run_parallel.pending(jobs) == []
+    jobs = exp.jobs(cfg)
+    assert campaign.run_jobs(jobs, executor="local", workers=2, echo=lambda *_: None) == []
+    assert campaign.pending(jobs) == []
     serial = exp.train(dict(cfg, results_dir=tiny["results_dir"] + "-serial"), exp.load_data(cfg),
                        activation="relu", shots=5, method="fob_symmetric", seed=0, frozen=True)
     parallel = json.loads(exp.result_path(cfg, serial["name"]).read_text())
     assert parallel["accuracy"] == serial["accuracy"] and parallel["curve"] == serial["curve"]  # same numbers
     monkeypatch.setattr(exp, "meta_gradient_batch", _never_trains)
     monkeypatch.setattr(exp, "timing", lambda cfg, data: [])
-    assert len([r for r in exp.run(cfg)["records"] if r["kind"] == "final"]) == len(jobs)
+    assert len([r for r in exp.run(dict(cfg, executor="local"))["records"] if r["kind"] == "final"]) == len(jobs)
+    monkeypatch.undo()
     assert run_parallel.main(["--quick", "--dry-run", "--variants", "plain", "--methods", "maml",
                               "--results-dir", tiny["results_dir"]]) == 0
-    assert "1 units planned, 0 committed, 1 to train" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 units: 0 committed, 0 broken, 1 pending" in out and "process-hours" in out
+
+
+def test_early_stopping_reports_test_accuracy_at_the_best_validation_step(tiny):
+    cfg = dict(tiny, meta_steps=9, early_stopping=True)
+    data = exp.load_data(cfg)
+    result = exp.train(cfg, data, activation="relu", shots=5, method="fob_symmetric", seed=0, frozen=True,
+                       snapshot_steps=(3, 6, 9))
+    curve = dict(map(tuple, result["curve"]))
+    assert result["best_step"] == max(curve, key=lambda s: (curve[s], -s))  # the first step of the best accuracy
+    model = exp._model(cfg, "relu", 0)
+    model.load_state_dict(exp.load_snapshots(cfg, result["name"])[result["best_step"]])
+    test = exp._samplers(cfg, data, 5, "test")[1].batch(cfg["eval_episodes"])
+    assert np.allclose(result["accuracy_early"], exp.evaluate(model, test, cfg), atol=1e-4)
+    assert len(result["accuracy"]) == len(result["val_accuracy_early"]) == cfg["eval_episodes"]
+    row = [r for r in exp.records([result], cfg) if r["kind"] == "final"][0]
+    assert row["best_step"] == result["best_step"] and row["accuracy_early"] == pytest.approx(
+        np.mean(result["accuracy_early"]))
+    v2 = exp.train(dict(cfg, early_stopping=False), data, activation="relu", shots=5, method="fob_symmetric", seed=0,
+                   frozen=True)
+    assert "best_step" not in v2 and v2["accuracy"] == result["accuracy"] and v2["curve"] == result["curve"]
+
+
+def test_the_protocol_versions_its_run_keys_and_the_committed_v2_runs_are_found():
+    root = Path(__file__).resolve().parents[1] / "figures" / "mnist1d-runs"
+    cfg = dict(exp.config(), results_dir=str(root))
+    assert exp.run_key(cfg).startswith("v3-") and exp.run_key(dict(cfg, early_stopping=False)).startswith("v2-")
+    v2 = dict(cfg, early_stopping=False)
+    assert exp.results_dir(v2).is_dir()  # the committed runs keep their key
+    assert all(exp.finished(v2, u) for u in exp._plan(v2))

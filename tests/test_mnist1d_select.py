@@ -154,7 +154,7 @@ def test_bad_selection_settings_are_refused_by_name(bad, message):
 def test_campaign_cost_adds_steps_and_evaluated_episodes_of_each_pending_unit(tmp_path):
     cfg = _cfg(methods=["maml"], activations=["gelu"], frozen_activations=[], shots=[1, 5], seeds=[0, 1], grid_rounds=2,
                grid_meta_steps=100, meta_steps=200, eval_every=30, curve_episodes=5, eval_episodes=10,
-               results_dir=str(tmp_path))
+               results_dir=str(tmp_path), early_stopping=False)
     seconds = {("gelu", "maml", False, k, s): (0.1 * k * s, 0.01) for k in KS for s in (1, 5)}
     # grid: 100 steps, curves at 30, 60, 90, 100 (20 episodes) + 2 x 10 = 40 episodes; full: 200 steps, 7 curves
     grid_unit = {1: 100 * 0.5 + 40 * 0.01, 5: 100 * 2.5 + 40 * 0.01, 10: 100 * 5.0 + 40 * 0.01}
@@ -168,6 +168,8 @@ def test_campaign_cost_adds_steps_and_evaluated_episodes_of_each_pending_unit(tm
     assert cost["best_high"] == pytest.approx(2 * (full_unit[10, 1] + full_unit[10, 5]) / 3600)
     assert sel.cost_keys(cfg) <= set(seconds)
     assert "process-hours" in sel.describe_cost(cost)
+    full = sel.train_config(cfg, 0.4, 1)  # early stopping evaluates the test and validation sets again (at most)
+    assert mnist1d._evaluations(dict(full, early_stopping=True)) == mnist1d._evaluations(full) + 2 * 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,8 +240,8 @@ def test_quick_run_end_to_end_then_again_without_training(tiny, tmp_path, monkey
     assert back["summary"]["campaign"]["devices"] == ["cpu"]
     # the estimate's episode count is what a run evaluates
     result = sel.committed(sel.train_config(tiny, 0.4, 1), sel.Variant("gelu", "maml").unit(5, 0))
-    assert sel._evaluations(sel.train_config(tiny, 0.4, 1)) == \
-        len(result["curve"]) * tiny["curve_episodes"] + len(result["accuracy"]) + len(result["val_accuracy"])
+    assert mnist1d._evaluations(sel.train_config(tiny, 0.4, 1)) == len(result["curve"]) * tiny["curve_episodes"] + \
+        sum(len(result[k]) for k in ("accuracy", "val_accuracy", "accuracy_early", "val_accuracy_early"))
     # everything is committed: a second run (fresh cache) trains nothing and gives the same numbers
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh-cache"))
     monkeypatch.setattr(mnist1d, "meta_gradient_batch", _never_trains)
@@ -253,7 +255,8 @@ def test_plan_lists_the_pending_units_and_the_cost(tiny, capsys):
     status = sel.main(["--plan", "--quick", "--results-dir", tiny["results_dir"]])
     out = capsys.readouterr().out
     assert status == 0 and "process-hours" in out
-    assert "6 pending now" in out and out.count("grid round 1") == 4 and out.count("shared ") == 2
+    assert "6 units: 0 committed, 0 broken, 6 pending" in out
+    assert out.count("grid round 1") == 4 and out.count("shared ") == 2
     assert out.count("grid pending: 0 of 2 points trained") == 2  # gelu/maml, gelu/fob_symmetric
     assert cli(["select", "--quick", "--plan", "--methods", "maml"]) == 0
     assert "grid round 1" in capsys.readouterr().out

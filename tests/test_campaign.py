@@ -1,0 +1,81 @@
+"""Campaigns: the cluster backend (submitit's local executor) commits runs under figures/-style
+paths; damaged result files are named by every reader and listed apart by the plans."""
+import json
+
+import pytest
+
+from fobtheory import campaign
+from fobtheory.cli import main as cli
+from fobtheory.experiments import mnist1d
+from fobtheory.experiments import mnist1d_select as sel
+from fobtheory.results import DamagedResult, load_results
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cfg = mnist1d.config(quick=True)
+    cfg.update(num_samples=600, queries=3, meta_steps=4, eval_every=2, checkpoint_every=2, eval_episodes=6,
+               curve_episodes=3, meta_batch=2, methods=["maml", "fob_symmetric"],
+               results_dir=str(tmp_path / "figures" / "mnist1d-runs"))
+    return cfg
+
+
+def test_a_campaign_through_the_cluster_backend_commits_its_runs_under_figures(tiny, tmp_path):
+    jobs = mnist1d.jobs(tiny)
+    mnist1d.train_all(lambda: mnist1d.jobs(tiny), dict(tiny, executor="submitit-local", workers=2), "tiny",
+                      folder=tmp_path / "logs")
+    for job in jobs:
+        assert job.path.parent == tmp_path / "figures" / "mnist1d-runs" / mnist1d.run_key(tiny)
+        result = campaign.read(job.path)
+        assert result["name"] == job.path.stem and result["environment"]["device"] == "cpu"
+    assert campaign.pending(jobs) == [] and json.loads((jobs[0].path.parent / "config.json").read_text())
+    here = mnist1d.train(dict(tiny, results_dir=str(tmp_path / "serial")), mnist1d.load_data(tiny),
+                         activation="gelu", shots=5, method="fob_symmetric", seed=0)
+    there = campaign.read(mnist1d.result_path(tiny, here["name"]))
+    assert there["accuracy"] == here["accuracy"] and there["accuracy_early"] == here["accuracy_early"]
+
+
+def test_unknown_executors_and_worker_counts_are_refused_by_name(tiny):
+    with pytest.raises(ValueError, match="executor must be one of"):
+        campaign.run_jobs(mnist1d.jobs(tiny), executor="ray")
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        campaign.run_jobs(mnist1d.jobs(tiny), workers=0)
+    with pytest.raises(ValueError, match="--cluster-option must be KEY=VALUE"):
+        campaign.cluster_options(["slurm_partition"])
+    assert campaign.cluster_options(["timeout_min=90", "slurm_partition=gpu"]) == \
+        {"timeout_min": 90, "slurm_partition": "gpu"}
+
+
+DAMAGE = {"truncated": '{\n "name": "relu-5shot-maml-seed0",\n "accuracy": [61.3, ', "empty": ""}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_a_damaged_run_file_is_named_with_what_to_do(tiny, kind):
+    job = mnist1d.jobs(tiny)[0]
+    job.path.parent.mkdir(parents=True)
+    job.path.write_text(DAMAGE[kind])
+    for read in (campaign.read, load_results, lambda p: mnist1d.finished(tiny, job.args[1])):
+        with pytest.raises(DamagedResult, match=rf"{job.path}: damaged result file, .*delete it, and it will be"):
+            read(job.path)
+    assert "empty" in str(pytest.raises(DamagedResult, campaign.read, job.path).value) or kind != "empty"
+    assert campaign.status(job) == "broken"
+    with pytest.raises(DamagedResult, match=f"cannot be read: {job.path}; delete them"):  # before any training
+        mnist1d.run(tiny)
+
+
+def test_select_plan_lists_damaged_files_as_broken_and_select_names_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cfg = sel.config(quick=True)
+    runs = [r for r in sel.jobs(cfg) if r.stage == "grid round 1"][:2]
+    for run, text in zip(runs, DAMAGE.values()):
+        run.job.path.parent.mkdir(parents=True, exist_ok=True)
+        run.job.path.write_text(text)
+    assert cli(["select", "--quick", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "0 committed, 2 broken, 4 pending" in out
+    broken = out.split("broken (cannot be read; delete each, and it will be recomputed):")[1]
+    assert all(f"  {r.job.path}\n" in broken for r in runs)
+    assert cli(["select", "--quick", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert all(str(r.job.path) in err for r in runs) and "delete them, and they will be recomputed" in err
