@@ -3,13 +3,12 @@ prior-art identity with FO-B, and the networks where only first order is right."
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from fobtheory import estimators, problems
+from fobtheory.experiments.second_order import KernelSiLU
 from fobtheory.memory import measure, peak_bytes
 from fobtheory.nn import CNN1D, adapted_accuracy, meta_gradient, meta_gradient_batch
 
@@ -145,27 +144,6 @@ def test_options_that_do_not_apply_are_refused():
 
 # ---------------------------------------------------------------------------------------------
 # where only first order is right
-
-
-class KernelSiLU(torch.autograd.Function):
-    """SiLU as a custom kernel: its backward computes outside autograd's reach."""
-
-    @staticmethod
-    def forward(x):
-        return x * torch.sigmoid(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return g * s * (1 + x * (1 - s))
-
-    generate_vmap_rule = True
 
 
 class ClassicSiLU(torch.autograd.Function):
