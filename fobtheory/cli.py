@@ -44,11 +44,19 @@ EXPERIMENT_HELP = {
     "select": "MNIST-1D fair baselines: each method at its own (alpha, K) chosen on validation episodes, "
               "the full protocol there, accuracy against time and memory (claim 4)",
     "fidelity": "MNIST-1D: error tails of the finite differences against MAML, plain, guarded, frozen (claim 4)",
+    "paired": "MNIST-1D paired tracking: MAML, FO-B and MAML perturbed at FO-B's measured error, in lockstep; "
+              "distances, accuracy differences, equivalence over paired seeds (claim 4)",
+    "conv4-fidelity": "Conv4 with BatchNorm on procedural strokes: error tails of FO-B against MAML, the float32 "
+                      "floor and the delta that reaches it (claim 4)",
     "memory": "peak memory and time per meta-gradient against width and inner steps (claim 4)",
     "memory-scale": "peak memory at scale from shapes (meta device): what fits an 80 GB / 141 GB card; "
                     "checkpointed FO-B (claim 4)",
+    "second-order": "exact MAML by Hessian-vector products against FO-B: exactness, memory and time, HF-MAML, "
+                    "kernels without second derivatives (claim 4)",
 }
-TORCH_EXPERIMENTS = ("mnist1d", "select", "fidelity", "memory", "memory-scale")
+TORCH_EXPERIMENTS = ("mnist1d", "select", "fidelity", "paired", "conv4-fidelity", "memory", "memory-scale",
+                     "second-order")
+CAMPAIGNS = ("mnist1d", "select", "fidelity", "paired")  # experiments made of runs, with --executor and --workers
 
 
 def experiment(args) -> int:
@@ -57,10 +65,15 @@ def experiment(args) -> int:
     overrides = {key: getattr(args, key) for key in ("methods", "shots", "seeds", "activations", "variants")
                  if getattr(args, key, None) is not None}
     device = resolve_device(getattr(args, "device", "cpu"))
-    if getattr(args, "plan", False):
-        from .experiments.mnist1d_select import make_config, plan
+    if hasattr(args, "executor"):  # a campaign: its executor and protocol
+        from .experiments.mnist1d import overrides as campaign_overrides
 
-        print(plan(make_config(args)))
+        overrides.update(campaign_overrides(args))
+    if getattr(args, "plan", False):
+        from .experiments import module
+
+        mod = module(args.command)
+        print(mod.plan(mod.make_config(args)))
         return 0
     execute(args.command, quick=args.quick, seed=args.seed, out=output_folder(args.out, args.quick), device=device,
             overrides=overrides)
@@ -69,12 +82,10 @@ def experiment(args) -> int:
 
 def claims(args) -> int:
     from . import ledger
+    from .experiments import default_out
 
-    out = args.out or "figures"
-    rows = ledger.collect(out)
-    Path(out, "CLAIMS.md").write_text(ledger.claims_file(rows))
-    print(ledger.table(rows))
-    print(f"wrote {Path(out, 'CLAIMS.md')}")
+    out = args.out or default_out(False)
+    rows = ledger.write_ledger(out, committed=default_out(False))
     if args.readme:
         changed = ledger.update_readme(args.readme, rows, figure_prefix=f"{Path(out).as_posix()}/")
         print(f"{'updated' if changed else 'unchanged'}: the claims and verdicts blocks of {args.readme}")
@@ -166,6 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         _common(p, device=name in TORCH_EXPERIMENTS)
         p.set_defaults(func=experiment)
+        if name in CAMPAIGNS:
+            from .campaign import add_options
+
+            add_options(p, executor=None, workers=None, threads=None)
+        if name in ("mnist1d", "select"):
+            p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false", default=None,
+                           help="protocol version 2 (no early stopping): the runs committed before it")
+        if name in ("mnist1d", "select", "paired"):
+            p.add_argument("--plan", action="store_true",
+                           help="print the campaign's cost in process-hours and the units not committed yet "
+                                "(and any broken result file), then stop")
         if name == "mnist1d":
             p.add_argument("--methods", "--method", nargs="+", default=None,
                            help="maml fo_maml reptile fob_forward fob_symmetric (default: all)")
@@ -179,8 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--methods", "--method", nargs="+", default=None,
                            help="maml fo_maml reptile fob_forward fob_symmetric (default: all)")
             p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
-            p.add_argument("--plan", action="store_true",
-                           help="print the campaign's cost in process-hours and the units not committed yet, then stop")
     p = sub.add_parser("claims", help="print the claims ledger of a results folder and write its CLAIMS.md")
     p.add_argument("--out", default=None, help="results folder (default figures/)")
     p.add_argument("--readme", default=None, help="also rewrite the claims and verdicts blocks of this README")

@@ -1,5 +1,10 @@
 """The claims ledger: every claim of every results file, as a terminal table and as Markdown,
-and the verdict on each of the paper's four claims, computed from the claims that decide it.
+and the verdict on each of the paper's claims, computed from the claims that decide it, with
+the conditions (scope) under which each deciding claim holds or fails.
+
+A quick run's ledger says so at the top (:data:`BANNER`), does not decide the claims whose
+verdict depends on the budget (:data:`BUDGET_BOUND`), and ends beside the committed verdicts
+(:func:`comparison`).
 
 ``figures/CLAIMS.md`` and the blocks of README.md between the ``claims`` and ``verdicts``
 markers are generated from the results files here, never typed by hand, so that the
@@ -11,17 +16,53 @@ import re
 import textwrap
 from pathlib import Path
 
-from .results import load_results
+from .results import VERDICTS, load_results
 
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 VERDICTS_START, VERDICTS_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
-MARK = {"confirmed": "confirmed", "refuted": "**refuted**", "inconclusive": "*inconclusive*"}
+UNDECIDED = "not decided at this budget"
+IN_PART = "holds in part"
+MARK = {"confirmed": "confirmed", "refuted": "**refuted**", "inconclusive": "*inconclusive*",
+        UNDECIDED: f"*{UNDECIDED}*", IN_PART: f"**{IN_PART}**"}
+GROUP = {"confirmed": "holds", "refuted": "fails", "inconclusive": "undecided", UNDECIDED: UNDECIDED}
+BANNER = ("QUICK RUN: this checks the pipeline at small budgets (short trainings, toy widths, few tasks), "
+          "not the paper's claims. Claims whose verdict depends on the budget read "
+          f"'{UNDECIDED}'; the project's verdicts are those of the full runs committed in figures/.")
 
-# The paper's four claims (its abstract) and the ledger claims that decide each one, as
-# (claim id, label, pattern): the pattern's group picks the deciding number out of that
-# claim's `measured` text (no match: its first clause). A paper claim is refuted if one of
-# its deciding claims is, confirmed if all of them are, inconclusive otherwise; ids that are
-# not in the results do not count, and the summary names them.
+# What a quick run cannot decide, in one place. A key is an experiment (all of its claims,
+# new ones too, except those in DECIDED_AT_ANY_BUDGET) or one claim id; the value says
+# what the small budget limits.
+BUDGET_BOUND = {
+    "mnist1d": "test accuracy after a few dozen meta-steps, on a few dozen episodes",
+    "mnist1d_select": "settings chosen and trained on a few dozen meta-steps",
+    "mnist1d_fidelity": "error tails over a handful of tasks, along a short training",
+    "memory": "peak and time ratios at toy widths and K, where parameters and data outweigh activations",
+    "memory_scale": "frontiers on toy cards of a few MiB at toy widths",
+    "order4_rate": "the order-4 stencil is not measured in the quick configuration",
+    "fob_stops_at_delta_bias": "stationarity within a short meta-training",
+    "fob_below_plateau_sampled": "plateaus of sampled meta-batches within a short meta-training",
+    "conv4_fidelity": "error tails over a few tasks of a toy-width Conv4, along a few MAML steps",
+    "mnist1d_paired": "paired trajectories of a few dozen meta-steps, one seed",
+    **dict.fromkeys(("fob_below_hvp_peak_stored", "fob_below_hvp_peak_lean", "fob_faster_than_hvp_stored",
+                     "fob_faster_than_hvp_lean", "fob_faster_than_hvp_at_equal_memory",
+                     "maml_hvp_bypasses_activation_bottleneck", "hvp_lean_vs_fob_lean_at_scale"),
+                    "peak and time ratios at toy widths and K, where parameters and data outweigh activations"),
+    "maml_hvp_trains_like_maml": "a lockstep training of a few meta-steps",
+}
+DECIDED_AT_ANY_BUDGET = {"meta_peak_equals_cpu_meter"}  # two meters equal to the byte: exact at any size
+
+SHARED, TUNED = "shared setting", "each at its own best (alpha, K)"
+UNROLLED = "vs unrolled MAML"
+HVP = "vs HVP-MAML (exact, by Hessian-vector products)"
+
+# The paper's claims (its abstract) and the ledger claims that decide each one, as
+# (claim id, label, pattern[, scope]): the pattern's group picks the deciding number out of
+# that claim's `measured` text (no match: its first clause); the scope names the conditions
+# (activation, estimator variant, setting, reference method) under which that claim was
+# measured. A paper claim is refuted if one of its deciding claims is, confirmed if all of
+# them are, inconclusive otherwise; with scopes it "holds in part" where some hold and some
+# fail. Ids that are not in the results do not count, and the summary names them. `related`
+# adds, when present, the claims of some experiments whose id contains a word (HVP-MAML's).
 PAPER_CLAIMS = (
     {"claim": "1. Convergence",
      "statement": "FO-B-MAML converges to a stationary point; FO-MAML and Reptile keep a bias",
@@ -35,25 +76,59 @@ PAPER_CLAIMS = (
      "deciding": (("L1_positive_cosine", "cosine task, fitted L1 =", r"L1 = ([^;]*\))"),
                   ("hess_unbounded_cosine", "cosine task, sup |hess Phi| grows", r"grows (\S+)"),
                   ("sngdm_where_sgd_fails", "at lr 10, SGD / SNGDM:", r"10\.0: ([^,;]*)"))},
-    {"claim": "4. Practice", "statement": "on MNIST-1D FO-B-MAML tracks MAML's accuracy with a flat memory footprint",
-     "deciding": (("fob_tracks_maml_gelu", "GELU 5-shot, FO-B - MAML:", r"5-shot: ([^;]*)"),
-                  ("fob_tracks_maml_relu", "ReLU 5-shot, FO-B - MAML:", r"5-shot: ([^;]*)"),
-                  ("fob_frozen_tracks_maml_relu", "ReLU 5-shot, frozen FO-B - MAML:", r"5-shot: ([^;]*)"),
-                  ("best_fob_tracks_maml_gelu", "GELU 5-shot, each at its own best (alpha, K), FO-B - MAML:",
-                   r"5-shot: ([^;]*)"),
-                  ("best_fob_frozen_tracks_maml_relu",
-                   "ReLU 5-shot, each at its own best (alpha, K), frozen FO-B - MAML:",
-                   r"5-shot: ([^;]*)"),
-                  ("fob_memory_flat_in_K_lean", "FO-B (lean) peak(K=10) / peak(K=1):", r"worst ([^ ;]*)"),
-                  ("maml_memory_grows", "MAML peak(K=10) / peak(K=1):", r"least growth ([^ ;]*)"),
-                  ("fob_symmetric_lean_fits_where_maml_does_not_80GB", "80 GB card, K 50:", r"K 50: ([^;]*)"))},
+    {"claim": "4a. Practice, accuracy", "statement": "on MNIST-1D FO-B-MAML tracks MAML's accuracy",
+     "deciding": (("fob_tracks_maml_gelu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                   ("GELU", "plain differences", SHARED, UNROLLED)),
+                  ("best_fob_tracks_maml_gelu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                   ("GELU", "plain differences", TUNED, UNROLLED)),
+                  ("fob_frozen_tracks_maml_relu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                   ("ReLU", "frozen patterns", SHARED, UNROLLED)),
+                  ("best_fob_frozen_tracks_maml_relu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                   ("ReLU", "frozen patterns", TUNED, UNROLLED)),
+                  ("fob_tracks_maml_relu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                   ("ReLU", "plain differences", SHARED, UNROLLED)),
+                  ("best_fob_tracks_maml_relu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                   ("ReLU", "plain differences", TUNED, UNROLLED)))},
+    {"claim": "4b. Practice, memory",
+     "statement": "FO-B-MAML keeps a flat memory footprint, without MAML's activation bottleneck",
+     "deciding": (("fob_memory_flat_in_K_lean", "peak at the largest K / at K=1:", r"worst ([^ ;]*)",
+                   ("FO-B lean (iterates recomputed)",)),
+                  ("fob_memory_flat_in_K_store", "peak at the largest K / at K=1:", r"worst ([^ ;]*)",
+                   ("FO-B with stored iterates",)),
+                  ("maml_memory_grows", "its peak at the largest K / at K=1:", r"least growth ([^ ;]*)",
+                   ("the bottleneck itself: unrolled MAML",)),
+                  ("fob_symmetric_fits_where_maml_does_not_80GB", "80 GB card, K 50:", r"K 50: ([^;]*)",
+                   ("FO-B with stored iterates", UNROLLED)),
+                  ("fob_symmetric_lean_fits_where_maml_does_not_80GB", "80 GB card, K 50:", r"K 50: ([^;]*)",
+                   ("FO-B lean (iterates recomputed)", UNROLLED)),
+                  ("fob_below_hvp_peak_stored", "peak FO-B / HVP-MAML:", r"^([^ ;]*)",
+                   ("FO-B with stored iterates", HVP)),
+                  ("fob_below_hvp_peak_lean", "peak FO-B / HVP-MAML:", r"^([^ ;]*)",
+                   ("FO-B lean (iterates recomputed)", HVP)),
+                  ("hvp_lean_vs_fob_lean_at_scale", "shape-only peaks:", r"^([^,]*, [^,]*)",
+                   ("FO-B lean (iterates recomputed)", HVP, "at scale")),
+                  ("fob_faster_than_hvp_at_equal_memory", "the faster at each memory budget:", r"^([^;]*)",
+                   ("FO-B, the fastest storage that fits", HVP))),
+     "related": {"experiments": ("memory", "memory_scale"), "id_contains": "hvp", "scope": HVP}},
 )
+# the estimator variant of a related claim, from words of its id
+VARIANT_WORDS = (("checkpoint", "FO-B with checkpointed iterates"), ("lean", "FO-B lean (iterates recomputed)"),
+                 ("stor", "FO-B with stored iterates"))
+
+
+def budget_bound(experiment: str, claim_id: str) -> str | None:
+    """Why a quick run cannot decide this claim (:data:`BUDGET_BOUND`), or None."""
+    if claim_id in DECIDED_AT_ANY_BUDGET:
+        return None
+    return BUDGET_BOUND.get(claim_id) or BUDGET_BOUND.get(experiment)
 
 
 def collect(folder) -> list[dict]:
     """Claims of every ``*.json`` results file in ``folder`` (validated), each with the
     experiment, its results file, figures and the summary's ``highlights`` (key numbers,
-    as sentences generated by the experiment)."""
+    as sentences generated by the experiment). A file written by a quick run (its summary's
+    ``quick``) marks each claim ``quick``; a budget-bound one (:func:`budget_bound`) gets
+    the verdict :data:`UNDECIDED` and the reason in ``budget``."""
     folder = Path(folder)
     paths = sorted(folder.glob("*.json"))
     if not paths:
@@ -64,9 +139,14 @@ def collect(folder) -> list[dict]:
         longer = [q.stem for q in paths if q.stem.startswith(path.stem) and q != path]  # mnist1d_fidelity's own
         figures = sorted(p.name for p in folder.glob(f"{path.stem}*.png") if not any(p.stem.startswith(s) for s in longer))
         highlights = results["summary"].get("highlights", [])
+        quick = bool(results["summary"].get("quick", False))
         for c in results["claims"]:
-            rows.append(dict(c, experiment=results["experiment"], results=path.name, figures=figures,
-                             highlights=highlights))
+            row = dict(c, experiment=results["experiment"], results=path.name, figures=figures,
+                       highlights=highlights, quick=quick)
+            reason = budget_bound(row["experiment"], row["id"]) if quick else None
+            if reason:
+                row.update(verdict=UNDECIDED, budget=reason)
+            rows.append(row)
     return rows
 
 
@@ -75,47 +155,134 @@ def _excerpt(measured: str, pattern: str) -> str:
     return match.group(1) if match else measured.split(";")[0]
 
 
-def paper_verdicts(rows: list[dict]) -> list[dict]:
-    """Each of :data:`PAPER_CLAIMS` with its verdict, the deciding numbers of its deciding
-    claims present in ``rows`` (``id``, ``verdict``, ``text``) and the ``missing`` ids."""
-    by_id = {r["id"]: r for r in rows}
-    out = []
-    for paper in PAPER_CLAIMS:
-        numbers = [{"id": i, "verdict": by_id[i]["verdict"],
-                    "text": f"{label} {_excerpt(by_id[i]['measured'], pattern)}"}
-                   for i, label, pattern in paper["deciding"] if i in by_id]
-        verdicts = [n["verdict"] for n in numbers]
-        verdict = ("refuted" if "refuted" in verdicts else
-                   "confirmed" if verdicts and set(verdicts) == {"confirmed"} else "inconclusive")
-        out.append(dict(paper, verdict=verdict, numbers=numbers,
-                        missing=[i for i, _, _ in paper["deciding"] if i not in by_id]))
+def _deciding(paper: dict, rows: list[dict]) -> list[tuple]:
+    """The paper claim's deciding claims as (id, label, pattern, scope), with its related
+    claims present in ``rows``."""
+    out = [(i, label, pattern, tuple(scope[0]) if scope else ()) for i, label, pattern, *scope in paper["deciding"]]
+    related = paper.get("related")
+    if related:
+        listed = {d[0] for d in out}
+        for r in rows:
+            if (r["experiment"] in related["experiments"] and related["id_contains"] in r["id"]
+                    and r["id"] not in listed):
+                variant = next((name for word, name in VARIANT_WORDS if word in r["id"]), None)
+                out.append((r["id"], f"{r['statement']}:", r"^([^;]*)",
+                            tuple(s for s in (variant, related["scope"]) if s)))
     return out
 
 
+def _paper_verdict(verdicts: list[str], scoped: bool) -> str:
+    decided = [v for v in verdicts if v != UNDECIDED]
+    if verdicts and not decided:
+        return UNDECIDED
+    if scoped and "confirmed" in decided and "refuted" in decided:
+        return IN_PART
+    if "refuted" in decided:
+        return "refuted"
+    return "confirmed" if decided and set(decided) == {"confirmed"} else "inconclusive"
+
+
+def paper_verdicts(rows: list[dict]) -> list[dict]:
+    """Each of :data:`PAPER_CLAIMS` with its verdict, the deciding numbers of its deciding
+    claims present in ``rows`` (``id``, ``verdict``, ``text``, ``scope``) and the ``missing``
+    ids. Claims a quick run cannot decide (:data:`UNDECIDED`) do not count; if no other
+    decides, neither does the paper claim."""
+    by_id = {r["id"]: r for r in rows}
+    out = []
+    for paper in PAPER_CLAIMS:
+        deciding = _deciding(paper, rows)
+        numbers = [{"id": i, "verdict": by_id[i]["verdict"], "scope": scope,
+                    "text": f"{label} {_excerpt(by_id[i]['measured'], pattern)}"}
+                   for i, label, pattern, scope in deciding if i in by_id]
+        scoped = any(n["scope"] for n in numbers)
+        common = [c for c in (numbers[0]["scope"] if len(numbers) > 1 else ()) if all(c in n["scope"] for n in numbers)]
+        for n in numbers:
+            n["scope"] = tuple(c for c in n["scope"] if c not in common)
+        out.append(dict(paper, verdict=_paper_verdict([n["verdict"] for n in numbers], scoped), numbers=numbers,
+                        scoped=scoped, common=common, missing=[d[0] for d in deciding if d[0] not in by_id]))
+    return out
+
+
+def scope_lines(paper: dict) -> list[str]:
+    """A scoped paper verdict's deciding numbers grouped by verdict, one line per group
+    (``holds for <conditions> (<numbers>, `id`); ...``), then the conditions they share."""
+    lines = []
+    for verdict, word in GROUP.items():
+        items = [f"{', '.join(n['scope']) or 'all'} ({n['text']}, `{n['id']}`)"
+                 for n in paper["numbers"] if n["verdict"] == verdict]
+        if items:
+            lines.append(f"{word} for " + "; ".join(items))
+    if paper["common"]:
+        lines.append("every number: " + ", ".join(paper["common"]))
+    return lines
+
+
 def verdicts_markdown(rows: list[dict]) -> str:
-    """The paper's claims as a Markdown table: verdict and deciding numbers."""
-    out = ["| paper claim | verdict | deciding numbers (claim id, its verdict) |", "|---|---|---|"]
+    """The paper's claims as a Markdown table: verdict, and the deciding numbers; for claims
+    with scopes, grouped into where the claim holds, fails or is undecided."""
+    out = ["| paper claim | verdict | deciding numbers (claim id, its verdict), or where the claim holds and fails |",
+           "|---|---|---|"]
     for p in paper_verdicts(rows):
-        cells = [f"{n['text']} (`{n['id']}`, {n['verdict']})" for n in p["numbers"]]
+        if p["scoped"]:
+            cells = [re.sub(r"^(.*?) for ", r"**\1** for ", line) for line in scope_lines(p)]
+        else:
+            cells = [f"{n['text']} (`{n['id']}`, {n['verdict']})" for n in p["numbers"]]
         if p["missing"]:
             cells.append("not in these results, not counted: " + ", ".join(f"`{i}`" for i in p["missing"]))
-        out.append(f"| **{p['claim']}**: {_cell(p['statement'])} | {MARK[p['verdict']]} | {_cell('; '.join(cells))} |")
+        body = ("<br>" if p["scoped"] else "; ").join(_cell(c) for c in cells)
+        out.append(f"| **{p['claim']}**: {_cell(p['statement'])} | {MARK[p['verdict']]} | {body} |")
     return "\n".join(out)
 
 
+def _counts(rows: list[dict]) -> str:
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in (*VERDICTS, UNDECIDED)}
+    return f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n or v in VERDICTS)
+
+
 def table(rows: list[dict], width: int = 150) -> str:
-    """A plain-text table for the terminal: the paper's claims, then every claim."""
-    counts = {v: sum(r["verdict"] == v for r in rows) for v in MARK}
-    lines = [f"[{p['verdict']:>12}] paper claim {p['claim']}: {p['statement']}" for p in paper_verdicts(rows)]
-    lines.append(f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    """A plain-text table for the terminal: the paper's claims (a quick run's after the
+    banner), then every claim."""
+    lines = [BANNER, ""] if any(r["quick"] for r in rows) else []
+    for p in paper_verdicts(rows):
+        lines.append(f"[{p['verdict']:>12}] paper claim {p['claim']}: {p['statement']}")
+        for line in scope_lines(p) if p["scoped"] else []:
+            lines += textwrap.wrap(line, width - 16, initial_indent=" " * 16, subsequent_indent=" " * 20)
+    lines.append(_counts(rows))
     for r in rows:
         head = f"[{r['verdict']:>12}] {r['experiment']}/{r['id']}"
         lines.append(head)
-        for label in ("statement", "expected", "measured"):
-            lines += textwrap.wrap(r[label], width - 20, initial_indent=f"{'':16}{label:<10}",
+        for label in ("statement", "expected", "measured", "budget"):
+            lines += textwrap.wrap(r.get(label, ""), width - 20, initial_indent=f"{'':16}{label:<10}",
                                    subsequent_indent=" " * 26)
         lines.append(f"{'':16}{'figure':<10}{', '.join(r['figures']) or '-'}")
     return "\n".join(lines)
+
+
+def comparison(rows: list[dict], committed: list[dict], name: str = "figures/") -> str:
+    """Markdown: a quick run's verdicts beside the committed ones (``name``): the paper's
+    claims, then every claim, agreeing, differing, or not decided at this budget."""
+    ours = {p["claim"]: p["verdict"] for p in paper_verdicts(rows)}
+    out = [f"| paper claim | this run | committed ({name}) | |", "|---|---|---|---|"]
+    for p in paper_verdicts(committed):
+        mine = ours[p["claim"]]
+        note = UNDECIDED if mine == UNDECIDED else "agree" if mine == p["verdict"] else "**differ**"
+        out.append(f"| {p['claim']} | {mine} | {p['verdict']} | {note} |")
+    theirs = {r["id"]: r["verdict"] for r in committed}
+    shared = [r for r in rows if r["id"] in theirs]
+    differ = [r for r in shared if r["verdict"] not in (UNDECIDED, theirs[r["id"]])]
+    undecided = [r for r in shared if r["verdict"] == UNDECIDED]
+    out += ["", f"Of {len(shared)} claims in both: {len(shared) - len(differ) - len(undecided)} agree, "
+                f"{len(differ)} differ, {len(undecided)} not decided at this budget; "
+                f"{len(rows) - len(shared)} only in this run."]
+    out += [f"- differs: `{r['id']}`: this run {r['verdict']}, committed {theirs[r['id']]}" for r in differ]
+    for reason in dict.fromkeys(r["budget"] for r in undecided):
+        ids = ", ".join(f"`{r['id']}` ({theirs[r['id']]})" for r in undecided if r["budget"] == reason)
+        out.append(f"- not decided at this budget ({reason}); committed: {ids}")
+    return "\n".join(out)
+
+
+def _budget_note(row: dict) -> str:
+    return f" (not decided at this budget: {row['budget']})" if "budget" in row else ""
 
 
 def _cell(text: str) -> str:
@@ -136,8 +303,7 @@ def markdown(rows: list[dict], figure_prefix: str = "") -> str:
     table of its claims; figure links are prefixed by ``figure_prefix``."""
     from .experiments import TITLES
 
-    counts = ", ".join(f"{sum(r['verdict'] == v for r in rows)} {v}" for v in MARK)
-    out = [f"{len(rows)} claims: {counts}."]
+    out = [_counts(rows) + "."]
     for name in _order(rows):
         own = [r for r in rows if r["experiment"] == name]
         out += ["", f"#### {TITLES.get(name, name)}", ""]
@@ -146,14 +312,42 @@ def markdown(rows: list[dict], figure_prefix: str = "") -> str:
             out += [""] + [f"- {line}" for line in own[0]["highlights"]]
         out += ["", "| verdict | claim | expected | measured |", "|---|---|---|---|"]
         out += [f"| {MARK[r['verdict']]} | {_cell(r['statement'])} (`{r['id']}`) | {_cell(r['expected'])} | "
-                f"{_cell(r['measured'])} |" for r in own]
+                f"{_cell(r['measured'] + _budget_note(r))} |" for r in own]
     return "\n".join(out)
 
 
-def claims_file(rows: list[dict]) -> str:
-    return ("# Claims ledger\n\nGenerated by `fobtheory claims` from the results files in this folder; "
+def claims_file(rows: list[dict], against: str | None = None) -> str:
+    """CLAIMS.md: a quick run's banner, the paper's claims, ``against`` (a
+    :func:`comparison` with the committed results, or why there is none), every claim."""
+    quick = any(r["quick"] for r in rows)
+    return ("# Claims ledger\n\n" + (f"**{BANNER}**\n\n" if quick else "")
+            + "Generated by `fobtheory claims` from the results files in this folder; "
             "each verdict is computed from the measured numbers.\n\n## The paper's claims\n\n"
-            + verdicts_markdown(rows) + "\n\n## Every claim\n\n" + markdown(rows) + "\n")
+            + verdicts_markdown(rows) + "\n\n"
+            + (f"## Against the committed results\n\n{against}\n\n" if against else "")
+            + "## Every claim\n\n" + markdown(rows) + "\n")
+
+
+def write_ledger(folder, committed="figures", echo=print) -> list[dict]:
+    """Collect the claims of ``folder``, write its ``CLAIMS.md`` and print the ledger. A quick
+    run's ledger opens with :data:`BANNER` and ends with its :func:`comparison` with the
+    results in ``committed`` (or the reason there is none)."""
+    rows = collect(folder)
+    against = None
+    if any(r["quick"] for r in rows) and committed is not None:
+        if Path(committed).resolve() == Path(folder).resolve():
+            against = f"{committed} is this folder: nothing to compare with."
+        else:
+            try:
+                against = comparison(rows, collect(committed), f"{Path(committed).as_posix()}/")
+            except ValueError as err:
+                against = f"No comparison with the committed results: {err}"
+    Path(folder, "CLAIMS.md").write_text(claims_file(rows, against))
+    echo(table(rows))
+    if against:
+        echo(f"\n{BANNER}\nAgainst the committed results:\n{against}")
+    echo(f"wrote {Path(folder, 'CLAIMS.md')}")
+    return rows
 
 
 def _fill(text: str, start: str, end: str, body: str) -> str:

@@ -25,6 +25,7 @@ of ``x_k`` (:mod:`fobtheory.patterns`), recorded by one extra forward pass per b
 """
 from __future__ import annotations
 
+import re
 import warnings
 import weakref
 from typing import Callable
@@ -281,6 +282,30 @@ def _check_method(method: str, options: dict, alpha, inner_steps):
     integer("inner_steps", inner_steps)
 
 
+# torch's words for an op without the derivative a second-order method needs
+_NOT_TWICE = re.compile(r"derivative for (\S+) is not implemented|Double backwards is not supported for ([^.]+)"
+                        r"|forward AD with (\S+) that does not support it")
+
+
+def _second_order(method: str, compute: Callable):
+    """``compute()``, with torch's error for an op that has no second derivative (or no
+    forward-mode rule, for ``hvp="forward"``) turned into one that names the op and the ways out."""
+    try:
+        return compute()
+    except (RuntimeError, NotImplementedError) as error:
+        found = _NOT_TWICE.search(str(error))
+        if found is None:
+            raise
+        op = next(g for g in found.groups() if g)
+        forward = found.group(3) is not None
+        way = (" or hvp='reverse' (reverse-over-reverse products need no forward-mode rule)"
+               if forward and method == "maml_hvp" else "")
+        raise ValueError(f"method={method!r} needs {'forward-mode' if forward else 'second'} derivatives of {op}, "
+                         f"which torch does not implement (fused attention kernels, cuDNN RNNs and custom kernels "
+                         f"often lack them). Use a first-order method, which stays exact: method='fob_symmetric' or "
+                         f"'fob_forward' (gradients only){way}") from None
+
+
 def _meta_gradient(model, supports, queries, thetas, *, batched: bool, method: str, alpha: float, inner_steps: int,
                    delta: float, loss: Callable, normalize: bool = True, kink_tol: float | None = None,
                    store_iterates: bool = True, stack_stencil: bool = True, freeze_pattern: bool = False,
@@ -288,14 +313,16 @@ def _meta_gradient(model, supports, queries, thetas, *, batched: bool, method: s
     """``(flat meta-gradients, EstimateInfo or None)`` at ``thetas``: one row per task when
     ``batched``, else one task (see :func:`meta_gradient_batch` for the options)."""
     if method == "maml":
-        g = _maml(model, supports, queries, alpha, inner_steps, loss, thetas, batched)
+        g = _second_order(method, lambda: _maml(model, supports, queries, alpha, inner_steps, loss, thetas,
+                                                     batched))
         return _finite(g, model, supports, queries, thetas, batched=batched, alpha=alpha, inner_steps=inner_steps,
                        loss=loss, method=method), None
     if method == "maml_hvp":
         inner, outer = (loss_gradient(model, data, loss, batched=batched) for data in (supports, queries))
-        return estimators.maml_hvp(thetas, inner, outer, loss_hvp(model, supports, loss, batched=batched, mode=hvp),
-                                   alpha=alpha, inner_steps=inner_steps, store_iterates=store_iterates,
-                                   checkpoint_every=checkpoint_every, batched=batched, return_info=True)
+        products = loss_hvp(model, supports, loss, batched=batched, mode=hvp)
+        return _second_order(method, lambda: estimators.maml_hvp(
+            thetas, inner, outer, products, alpha=alpha, inner_steps=inner_steps, store_iterates=store_iterates,
+            checkpoint_every=checkpoint_every, batched=batched, return_info=True))
     with PatternHooks(model if freeze_pattern else nn.Module()) as hooks:
         inner = loss_gradient(model, supports, loss, hooks=hooks, batched=batched)
         outer = loss_gradient(model, queries, loss, batched=batched)

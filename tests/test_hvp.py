@@ -218,3 +218,24 @@ def test_the_benchmark_baselines_compute_the_meta_gradient():
     ref = torch.cat([g.reshape(-1) for g in _plain(model, support, query, "maml", 0.1, 3, 1e-3)])
     hvp = torch.cat([g.reshape(-1) for g in _plain(model, support, query, "maml_hvp", 0.1, 3, 1e-3)])
     assert rel(hvp.numpy(), ref.numpy()) < 1e-12
+
+
+def test_an_op_without_second_derivatives_is_named_and_fob_matches_the_reference_kernel():
+    """CPU attention runs a fused kernel with no double backward and no forward-mode rule:
+    the second-order methods name it; FO-B matches MAML on the math kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from fobtheory.experiments.second_order_cuda_check import Attention
+
+    torch.manual_seed(0)
+    model = Attention(dim=8).double()
+    supports, queries = batch_of_episodes(n_tasks=2)
+    kw = dict(alpha=0.1, inner_steps=2, delta=1e-5)
+    for method, options, match in (("maml", {}, "second derivatives of aten::_scaled_dot_product_flash_attention"),
+                                   ("maml_hvp", {}, "forward-mode derivatives of .*fob_symmetric.*hvp='reverse'"),
+                                   ("maml_hvp", dict(hvp="reverse"), "second derivatives of .*fob_symmetric")):
+        with pytest.raises(ValueError, match=match):
+            meta_gradient_batch(model, supports, queries, method=method, **kw, **options)
+    with sdpa_kernel(SDPBackend.MATH):
+        ref = flat(meta_gradient_batch(model, supports, queries, method="maml", **kw)).numpy()
+    assert rel(flat(meta_gradient_batch(model, supports, queries, method="fob_symmetric", **kw)).numpy(), ref) < 1e-7

@@ -141,3 +141,61 @@ def test_a_figure_goes_to_the_results_file_whose_name_it_extends_most(tmp_path):
     (tmp_path / "mnist1d_extra.png").write_bytes(b"png")
     figures = {r["id"]: r["figures"] for r in ledger.collect(tmp_path)}
     assert figures == {"a": ["mnist1d.png", "mnist1d_extra.png"], "b": ["mnist1d_fidelity.png"]}
+
+
+SCOPED = (
+    {"claim": "S", "statement": "scoped", "deciding": (
+        ("s1", "gap:", r"gap (\S+)", ("GELU", "plain", "vs MAML")),
+        ("s2", "gap:", r"gap (\S+)", ("ReLU", "plain", "vs MAML")),
+        ("s3", "gap:", r"gap (\S+)", ("ReLU", "frozen", "vs MAML"))),
+     "related": {"experiments": ("memory",), "id_contains": "hvp", "scope": "vs HVP-MAML"}},
+)
+
+
+def test_scoped_verdicts_hold_in_part_and_group_their_conditions(monkeypatch):
+    monkeypatch.setattr(ledger, "PAPER_CLAIMS", SCOPED)
+    rows = [dict(claim("s1", "s", "e", "gap 0.1", "confirmed"), experiment="mnist1d"),
+            dict(claim("s2", "s", "e", "gap -15", "refuted"), experiment="mnist1d"),
+            dict(claim("s3", "s", "e", "gap 0.3", "inconclusive"), experiment="mnist1d")]
+    (paper,) = ledger.paper_verdicts(rows)
+    assert paper["verdict"] == ledger.IN_PART and paper["common"] == ["vs MAML"]
+    assert ledger.scope_lines(paper) == ["holds for GELU, plain (gap: 0.1, `s1`)", "fails for ReLU, plain (gap: -15, `s2`)",
+                                         "undecided for ReLU, frozen (gap: 0.3, `s3`)", "every number: vs MAML"]
+    row = ledger.verdicts_markdown(rows).splitlines()[2]
+    assert "| **holds in part** | **holds** for GELU, plain (gap: 0.1, `s1`)<br>**fails** for ReLU" in row
+    # without the refuted one the old rule: confirmed and inconclusive give inconclusive
+    assert ledger.paper_verdicts([rows[0], rows[2]])[0]["verdict"] == "inconclusive"
+
+
+def test_related_claims_join_a_scoped_verdict_when_present(monkeypatch):
+    """Claims of HVP-MAML (ids with `hvp`) in the named experiments count, with their
+    reference and their storage variant read from the id; elsewhere or absent, nothing."""
+    monkeypatch.setattr(ledger, "PAPER_CLAIMS", SCOPED)
+    base = [dict(claim("s1", "s", "e", "gap 0.1", "confirmed"), experiment="mnist1d")]
+    assert [n["id"] for n in ledger.paper_verdicts(base)[0]["numbers"]] == ["s1"]
+    hvp = [dict(claim("fob_lean_vs_hvp_peak", "Lean FO-B needs less memory than HVP-MAML", "e", "ratio 1.2; more",
+                      "refuted"), experiment="memory"),
+           dict(claim("hvp_elsewhere", "s", "e", "m", "confirmed"), experiment="mnist1d")]
+    (paper,) = ledger.paper_verdicts(base + hvp)
+    assert [n["id"] for n in paper["numbers"]] == ["s1", "fob_lean_vs_hvp_peak"] and paper["verdict"] == ledger.IN_PART
+    assert paper["numbers"][1]["scope"] == ("FO-B lean (iterates recomputed)", "vs HVP-MAML")
+    assert paper["numbers"][1]["text"] == "Lean FO-B needs less memory than HVP-MAML: ratio 1.2"
+
+
+def test_a_quick_reproduction_says_what_it_is_and_sets_itself_beside_the_committed_results(tmp_path, monkeypatch):
+    from fobtheory import experiments
+
+    fakes = {"one": FakeExperiment("one")}
+    monkeypatch.setattr(experiments, "COMMANDS", dict.fromkeys(fakes))
+    monkeypatch.setattr(experiments, "module", fakes.__getitem__)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "figures").mkdir()
+    write(tmp_path / "figures", "one", [claim("one_ok", "s", "e", "m", "refuted")])
+    said = []
+    experiments.reproduce(quick=True, echo=said.append)
+    assert said[0] == ledger.BANNER
+    text = (tmp_path / "runs" / "quick" / "CLAIMS.md").read_text()
+    assert ledger.BANNER in text and "- differs: `one_ok`: this run confirmed, committed refuted" in text
+    assert "Against the committed results" in said[-2]
+    experiments.reproduce(quick=True, echo=said.append)  # up to date: the quick flag is part of the configuration
+    assert fakes["one"].runs == 1

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from fobtheory.estimators import FixedPointError, fob_maml
-from fobtheory.experiments import execute
+from fobtheory.experiments import execute, memory
 from fobtheory.memory import PeakMemory, measure, peak_bytes
 from fobtheory.nn import CNN1D, meta_gradient_batch
 from fobtheory.results import load_results
@@ -79,7 +79,7 @@ def test_memory_experiment_on_a_tiny_grid(tmp_path):
     res = load_results(tmp_path / "memory.json")
     assert (tmp_path / "memory.png").stat().st_size > 0
     rows = res["records"]
-    assert len(rows) == 2 * 2 * 5
+    assert len(rows) == 2 * 2 * len(memory.VARIANTS)
     for r in rows:
         assert {"method", "width", "depth", "inner_steps", "meta_batch", "peak_bytes", "seconds"} <= set(r)
         assert r["peak_bytes"] > 0 and r["seconds"] > 0
@@ -88,6 +88,8 @@ def test_memory_experiment_on_a_tiny_grid(tmp_path):
     assert peak[("fob_symmetric_lean", 8, 3)] == peak[("fob_symmetric_lean", 8, 1)] or \
         peak[("fob_symmetric_lean", 8, 3)] < 1.05 * peak[("fob_symmetric_lean", 8, 1)]
     assert {c["id"] for c in res["claims"]} >= {"maml_memory_grows", "fob_memory_flat_in_K_lean"}
+    # recomputing x_k from x_0 holds one more parameter vector than K = 1 needs, and no more as K grows
+    assert peak[("maml_hvp_lean", 8, 3)] < 1.1 * peak[("maml_hvp_lean", 8, 1)] < peak[("maml", 8, 3)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,5 +1,6 @@
 """README.md stays true: its Python snippets run, its claims block is the ledger of figures/,
 and CI runs its test command."""
+import json
 import re
 from pathlib import Path
 
@@ -45,8 +46,25 @@ def test_every_paper_claim_is_decided_by_measured_claims_whose_number_is_found()
     for paper in ledger.PAPER_CLAIMS:
         present = [d for d in paper["deciding"] if d[0] in by_id]
         assert present, f"no deciding claim of {paper['claim']} in figures/"
-        for claim_id, _, pattern in present:  # a pattern that no longer matches would show a fallback
+        for claim_id, _, pattern, *_ in present:  # a pattern that no longer matches would show a fallback
             assert re.search(pattern, by_id[claim_id]["measured"]), (claim_id, pattern)
+
+
+def test_readme_claim_4_is_split_and_each_condition_sits_under_its_own_verdict():
+    """Read against the raw results files: every claim id named in the rows of 4a and 4b
+    stands in the group (holds, fails, undecided) of its verdict there."""
+    raw = {c["id"]: c["verdict"] for path in (ROOT / "figures").glob("*.json")
+           for c in json.loads(path.read_text())["claims"]}
+    block = ledger.readme_block(README, ledger.VERDICTS_START, ledger.VERDICTS_END)
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| \*\*(4[ab])\. .*? \| .*? \| (.*) \|$", block, re.M)}
+    assert set(rows) == {"4a", "4b"} and not re.search(r"\*\*4\. ", block)
+    word = {"confirmed": "holds", "refuted": "fails", "inconclusive": "undecided"}
+    for row in rows.values():
+        groups = dict(re.match(r"\*\*(\w+)\*\* for (.*)", g).groups() for g in row.split("<br>") if " for " in g)
+        named = {i: w for w, text in groups.items() for i in re.findall(r"`(\w+)`\)", text)}
+        assert named and all(word[raw[i]] == w for i, w in named.items()), named
+    assert re.search(r"\*\*fails\*\* for ReLU, plain differences", rows["4a"])
+    assert "vs unrolled MAML" in rows["4a"] and "GELU" in rows["4a"] and "frozen patterns" in rows["4a"]
 
 
 def test_every_figure_the_ledger_names_exists():

@@ -1,0 +1,123 @@
+"""On a CUDA card: kernels without second derivatives, where only first order is right.
+
+    python -m fobtheory.experiments.second_order_cuda_check [--out figures/cuda]
+
+Two networks whose fast CUDA kernels have no double backward (DESIGN.md section 4.9):
+a self-attention block through ``F.scaled_dot_product_attention`` with the flash backend,
+and a GRU with cuDNN. Each method's meta-gradient on the fast kernel is compared with MAML on
+the same network and weights with the reference kernel (the math backend of attention,
+cuDNN off for the GRU), float32: the second-order methods fail (torch raises) where the
+first-order methods run, and FO-B symmetric lands within its float32 error of the reference.
+Writes ``second_order_cuda_check.json`` (records: network, method, error or the error
+message). A few minutes on one card; refuses to run without one.
+"""
+from __future__ import annotations
+
+import argparse
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fobtheory.nn import ALL_METHODS, meta_gradient_batch
+from fobtheory.results import claim, make_results, verdict, write_json_atomic
+
+NAME = "second_order_cuda_check"
+
+
+class Attention(nn.Module):
+    """One self-attention block over a sequence of ``length`` scalars, then a linear head."""
+
+    def __init__(self, dim=32, heads=2, length=40, classes=5):
+        super().__init__()
+        self.embed, self.qkv = nn.Linear(1, dim), nn.Linear(dim, 3 * dim)
+        self.heads, self.head = heads, nn.Linear(dim * length, classes)
+
+    def forward(self, x):  # x: (n, 1, length)
+        h = self.embed(x.transpose(1, 2))
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in self.qkv(h).chunk(3, -1))
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        return self.head((h + a).flatten(1))
+
+
+class GRUNet(nn.Module):
+    def __init__(self, hidden=32, classes=5):
+        super().__init__()
+        self.gru, self.head = nn.GRU(1, hidden, batch_first=True), nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        return self.head(self.gru(x.transpose(1, 2))[0][:, -1])
+
+
+def _kernels(network: str, fast: bool):
+    """The context that selects the fast kernel (or the reference) for ``network``."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if network == "attention":
+        return sdpa_kernel(SDPBackend.FLASH_ATTENTION if fast else SDPBackend.MATH)
+    return nullcontext() if fast else torch.backends.cudnn.flags(enabled=False)
+
+
+def run(device="cuda", tasks=4, inner_steps=2, alpha=0.1, delta=1e-2, seed=0) -> dict:
+    records = []
+    g = torch.Generator().manual_seed(seed)
+    pair = lambda n: (torch.randn(tasks, n, 1, 40, generator=g).to(device),  # noqa: E731
+                      (torch.arange(n) % 5).repeat(tasks, 1).to(device))
+    supports, queries = pair(25), pair(75)
+    for network, make in (("attention", Attention), ("gru", GRUNet)):
+        torch.manual_seed(seed)
+        model = make().to(device)
+        if network == "attention":  # flash attention runs in half precision
+            model, supports_, queries_ = model.half(), (supports[0].half(), supports[1]), (queries[0].half(), queries[1])
+        else:
+            supports_, queries_ = supports, queries
+        kw = dict(alpha=alpha, inner_steps=inner_steps, delta=delta)
+        with _kernels(network, fast=False):
+            ref = torch.cat([t.flatten(1) for t in meta_gradient_batch(model, supports_, queries_, method="maml",
+                                                                       **kw).values()], 1).float()
+        for method in ALL_METHODS:
+            try:
+                with _kernels(network, fast=True):
+                    out = meta_gradient_batch(model, supports_, queries_, method=method, **kw)
+                flat = torch.cat([t.flatten(1) for t in out.values()], 1).float()
+                error = float(((flat - ref).norm(dim=1) / ref.norm(dim=1)).max())
+                records.append(dict(network=network, method=method, error=error, failure=""))
+            except (RuntimeError, ValueError, NotImplementedError) as e:
+                records.append(dict(network=network, method=method, error=None, failure=str(e).splitlines()[0][:300]))
+    by = {(r["network"], r["method"]): r for r in records}
+    claims = []
+    for network in ("attention", "gru"):
+        second = [by[(network, m)] for m in ("maml", "maml_hvp")]
+        fob = by[(network, "fob_symmetric")]
+        claims.append(claim(
+            f"{network}_only_first_order_runs",
+            f"On the fast CUDA kernel ({network}), second-order MAML cannot run and FO-B matches MAML on the "
+            "reference kernel",
+            "maml and maml_hvp fail; FO-B symmetric within 1e-2 of the reference (float32 / half)",
+            f"maml: {second[0]['failure'] or second[0]['error']}; maml_hvp: {second[1]['failure'] or second[1]['error']}; "
+            f"FO-B symmetric {fob['error']}",
+            verdict(all(r["error"] is None for r in second) and fob["error"] is not None and fob["error"] <= 1e-2,
+                    fob["error"] is None or fob["error"] > 1e-1)))
+    cfg = dict(device=device, tasks=tasks, inner_steps=inner_steps, alpha=alpha, delta=delta, seed=seed)
+    return make_results(NAME, cfg, records, {"devices": torch.cuda.get_device_name(0)}, claims, device=device)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="figures/cuda")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("error: no CUDA device: this check measures CUDA kernels (flash attention, cuDNN GRU)")
+        return 2
+    results = run()
+    path = write_json_atomic(Path(args.out) / f"{NAME}.json", results)
+    for r in results["records"]:
+        print(f"{r['network']:>9} {r['method']:>13}: {r['failure'] or r['error']}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

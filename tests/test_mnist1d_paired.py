@@ -1,0 +1,114 @@
+"""The paired tracking study: lockstep arms, the noise floor's size, units on the campaign, seed counts."""
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from fobtheory import campaign
+from fobtheory.experiments import mnist1d_paired as paired
+
+
+def tiny(tmp_path, **kw):
+    cfg = paired.config(quick=True)
+    cfg.update(width=8, meta_steps=3, eval_every=1, curve_episodes=5, eval_episodes=5, meta_batch=2,
+               results_dir=str(tmp_path / "figures" / "mnist1d_paired-runs"), seeds=[0], **kw)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def quick():
+    return paired.run(paired.config(quick=True))
+
+
+def test_arms_start_equal_and_see_the_same_episodes(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path)
+    cell = paired.cells(cfg)[0]
+    seen = []  # (parameters, batch) of every meta-gradient call
+    real = paired._mean_gradient
+
+    def spy(model, batch, **kw):
+        seen.append((paired._theta(model), batch, kw["method"]))
+        return real(model, batch, **kw)
+
+    monkeypatch.setattr(paired, "_mean_gradient", spy)
+    result = paired.train_unit(cfg, cell, 0)
+    first = [theta for theta, _, _ in seen[:3]]
+    assert all(torch.equal(first[0], t) for t in first[1:])
+    batches = {id(b) for _, b, _ in seen}  # the batches stay alive in `seen`: distinct ids, distinct batches
+    assert len(batches) == cfg["meta_steps"]  # one batch per step, shared by every arm (and the eps check)
+    assert sorted(m for _, _, m in seen[:3]) == ["fob_symmetric", "maml", "maml"]
+    assert [c["distance_maml"] for c in result["curve"]] == [0.0] * cfg["meta_steps"]
+    assert set(result["accuracy"]) == set(paired.ARMS)
+
+
+@pytest.mark.parametrize("kind", paired.PERTURBATIONS)
+def test_perturbation_has_the_measured_relative_size(kind):
+    g = torch.randn(500, dtype=torch.float32)
+    g[:100] = 0
+    eps = 3e-3
+    out = paired.perturb(g, eps, kind, torch.Generator().manual_seed(0))
+    assert float((out - g).double().norm() / g.double().norm()) == pytest.approx(eps, rel=1e-3)
+    assert torch.all(out[:100] == 0)  # exact zeros (dead units) stay zero, as FO-B's error does there
+    profile = paired.error_profile(out, g)
+    assert profile["eps"] == pytest.approx(eps, rel=1e-3)
+    assert profile["zero_share"] == 0 and profile["zero_fraction"] == pytest.approx(0.2)
+    model_share = profile[f"low_share_{kind}"]
+    other = profile[f"low_share_{'absolute' if kind == 'relative' else 'relative'}"]
+    assert abs(profile["low_share"] - model_share) < abs(profile["low_share"] - other)
+
+
+def test_unit_lands_under_figures_paths_and_is_skipped_on_rerun(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path)
+    jobs = paired.jobs(cfg)
+    assert len(jobs) == 1
+    assert campaign.run_jobs(jobs, executor="serial") == []
+    path = jobs[0].path
+    assert path.exists() and path.parent.parent == tmp_path / "figures" / "mnist1d_paired-runs"
+    assert path.parent.name.startswith(f"v{paired.VERSION}-") and path.name == "gelu-5shot-a0.4-K1-seed0.json"
+    assert campaign.pending(paired.jobs(cfg)) == []
+    monkeypatch.setattr(paired, "_mean_gradient", lambda *a, **k: pytest.fail("a committed unit was retrained"))
+    assert paired.train_unit(cfg, paired.cells(cfg)[0], 0) == campaign.read(path)
+
+
+@pytest.mark.parametrize("sd", [0.5, 1.5, 3.0])
+def test_seeds_needed_against_the_closed_form(sd):
+    alpha, power, margin = 0.025, 0.8, 1.0
+    n = paired.seeds_needed(sd, margin, alpha=alpha, power=power)
+    z = ((stats.norm.ppf(1 - alpha) + stats.norm.ppf(1 - (1 - power) / 2)) * sd / margin) ** 2
+    assert max(2, np.ceil(z)) <= n <= np.ceil(z) + 3  # t quantiles cost a few seeds more than the normal ones
+    if n > 2:  # the smallest such n
+        t = (stats.t.ppf(1 - alpha, n - 2) + stats.t.ppf(1 - (1 - power) / 2, n - 2)) * sd / margin
+        assert n - 1 < t ** 2
+    # Monte Carlo: TOST (the 95% paired interval inside +-margin) with n seeds at a true difference 0
+    rng = np.random.default_rng(0)
+    d = rng.normal(0, sd, (20_000, n))
+    half = stats.t.ppf(1 - alpha, n - 1) * d.std(1, ddof=1) / np.sqrt(n)
+    assert np.mean(np.abs(d.mean(1)) + half <= margin) >= power - 0.03
+
+
+def test_seeds_needed_rejects_an_impossible_margin():
+    with pytest.raises(ValueError, match="margin"):
+        paired.seeds_needed(1.0, 1.0, difference=1.0)
+
+
+def test_seed_plan_reads_the_committed_spread():
+    cfg = paired.config()
+    seeds = paired.seed_plan(cfg)
+    assert set(seeds) == {c.key for c in paired.cells(cfg)}
+    for key, p in seeds.items():
+        assert cfg["min_seeds"] <= len(p["seeds"]) <= cfg["max_seeds"]
+        if len(p["differences"]) >= 2:
+            assert p["sd"] == pytest.approx(np.std(p["differences"], ddof=1))
+
+
+def test_quick_config_runs_and_is_inconclusive(quick):
+    assert quick["claims"] and all(c["verdict"] == "inconclusive" for c in quick["claims"])
+    assert all("not decided at this budget" in c["measured"] for c in quick["claims"])
+    kinds = {r["kind"] for r in quick["records"]}
+    assert kinds == {"checkpoint", "final"}
+    cell = next(iter(quick["summary"]["cells"].values()))
+    assert 0 < cell["eps_median"] < 1
+
+
+def test_plot(quick, tmp_path):
+    assert all(p.exists() for p in paired.plot(quick, tmp_path))

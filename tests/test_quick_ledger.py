@@ -1,0 +1,77 @@
+"""A quick run's ledger: budget-bound claims are not decided, and no paper claim is confirmed
+or refuted on them alone, whatever their verdicts at the small budget."""
+import json
+from pathlib import Path
+
+from hypothesis import given, settings, strategies as st
+
+from fobtheory import ledger
+from fobtheory.results import VERDICTS, make_results, write_json_atomic
+
+FIGURES = Path(__file__).resolve().parents[1] / "figures"
+# the committed claims, experiment by experiment: the ids and experiments a quick run writes too
+COMMITTED = {}
+for _path in sorted(FIGURES.glob("*.json")):
+    _results = json.loads(_path.read_text())
+    COMMITTED[_results["experiment"]] = _results["claims"]
+IDS = [c["id"] for claims in COMMITTED.values() for c in claims]
+TRAINED_OR_MEASURED_ON_NETWORKS = {"mnist1d", "mnist1d_select", "mnist1d_fidelity", "memory", "memory_scale"}
+
+
+def write_run(folder, verdicts: dict, quick: bool = True):
+    """The committed claims with the given verdicts, as results files of a (quick) run."""
+    for name, claims in COMMITTED.items():
+        results = make_results(name, {}, [], {"quick": quick}, [dict(c, verdict=verdicts[c["id"]]) for c in claims])
+        write_json_atomic(folder / f"{name}.json", results)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.fixed_dictionaries({i: st.sampled_from(VERDICTS) for i in IDS}))
+def test_a_quick_ledger_never_decides_a_paper_claim_on_budget_bound_claims_alone(tmp_path_factory, verdicts):
+    folder = tmp_path_factory.mktemp("quick")
+    write_run(folder, verdicts)
+    rows = ledger.collect(folder)
+    experiment = {r["id"]: r["experiment"] for r in rows}
+    for paper in ledger.paper_verdicts(rows):
+        if paper["verdict"] != ledger.UNDECIDED and paper["verdict"] != "inconclusive":
+            grounds = [n for n in paper["numbers"]
+                       if ledger.budget_bound(experiment[n["id"]], n["id"]) is None and n["verdict"] == verdicts[n["id"]]
+                       and n["verdict"] in ("confirmed", "refuted")]
+            assert grounds, (paper["claim"], paper["verdict"], paper["numbers"])
+        if all(experiment[n["id"]] in TRAINED_OR_MEASURED_ON_NETWORKS for n in paper["numbers"]):
+            assert paper["verdict"] == ledger.UNDECIDED, paper["claim"]  # 4a and 4b
+    for r in rows:  # every claim of a network experiment reads undecided, but the meters' exact equality
+        assert (r["verdict"] == ledger.UNDECIDED) == (r["experiment"] in TRAINED_OR_MEASURED_ON_NETWORKS
+                                                       and r["id"] != "meta_peak_equals_cpu_meter"
+                                                       or r["id"] in ledger.BUDGET_BOUND), r["id"]
+
+
+def test_the_quick_ledger_opens_with_its_banner_and_ends_beside_the_committed_verdicts(tmp_path):
+    quick = tmp_path / "quick"
+    write_run(quick, {c["id"]: c["verdict"] for claims in COMMITTED.values() for c in claims})
+    said = []
+    ledger.write_ledger(quick, committed=FIGURES, echo=said.append)
+    text = (quick / "CLAIMS.md").read_text()
+    assert text.index(ledger.BANNER) < text.index("## The paper's claims") < text.index("## Against the committed")
+    assert said[0].startswith(ledger.BANNER)
+    against = text.split("## Against the committed results")[1].split("## Every claim")[0]
+    assert "| 4a. Practice, accuracy | not decided at this budget | holds in part |" in against
+    assert "| 1. Convergence | confirmed | confirmed | agree |" in against
+    undecided = sum(r["verdict"] == ledger.UNDECIDED for r in ledger.collect(quick))
+    assert f"{len(IDS) - undecided} agree, 0 differ, {undecided} not decided at this budget" in against
+    # the same results from a full run: no banner, nothing undecided, no comparison
+    write_run(quick, {c["id"]: c["verdict"] for claims in COMMITTED.values() for c in claims}, quick=False)
+    ledger.write_ledger(quick, committed=FIGURES, echo=lambda *_: None)
+    text = (quick / "CLAIMS.md").read_text()
+    assert ledger.BANNER not in text and ledger.UNDECIDED not in text and "Against the committed" not in text
+
+
+def test_a_decided_claim_that_differs_is_named_and_a_missing_committed_folder_is_said(tmp_path):
+    verdicts = {c["id"]: c["verdict"] for claims in COMMITTED.values() for c in claims}
+    write_run(tmp_path / "quick", dict(verdicts, forward_rate="refuted"))
+    ledger.write_ledger(tmp_path / "quick", committed=FIGURES, echo=lambda *_: None)
+    text = (tmp_path / "quick" / "CLAIMS.md").read_text()
+    assert "- differs: `forward_rate`: this run refuted, committed confirmed" in text
+    assert "| 2. Bias rates | refuted | confirmed | **differ** |" in text
+    ledger.write_ledger(tmp_path / "quick", committed=tmp_path / "nowhere", echo=lambda *_: None)
+    assert "No comparison with the committed results: no results files" in (tmp_path / "quick" / "CLAIMS.md").read_text()
