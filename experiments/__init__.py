@@ -47,6 +47,8 @@ TITLES = {
     "mnist1d_fidelity": "MNIST-1D: finite differences against MAML on networks with kinks, error tails (paper claim 4)",
     "mnist1d_paired": "MNIST-1D paired tracking: FO-B-MAML against MAML and MAML's own noise floor, same "
                       "initialisation and episodes (paper claim 4)",
+    "fo_maml_collapse": "Why FO-MAML collapses on MNIST-1D ReLU 5-shot: its meta-gradient against MAML's along its "
+                        "own run (paper claim 4, fair baselines)",
     "conv4_fidelity": "Conv4 with BatchNorm (MAML's backbone): finite differences against MAML, error tails and the "
                       "float32 floor (paper claim 4)",
     "memory": "Memory and time per meta-gradient (paper claim 4, activation bottleneck)",

@@ -9,8 +9,9 @@ branch on values. On CUDA, add the allocator's margin over the meter (measured b
 toolkit at 2-13% for MAML's double backward).
 
 Here: the peak of one meta-gradient against the number of inner steps K for a CNN of your
-configuration, for second-order MAML, FO-MAML and FO-B-MAML with stored iterates and lean
-(iterates recomputed, one stencil point at a time).
+configuration, for second-order MAML (unrolled, and exact by Hessian-vector products with
+recomputed iterates), FO-MAML and FO-B-MAML with stored iterates and lean (iterates
+recomputed, one stencil point at a time).
 """
 import matplotlib.pyplot as plt
 import torch
@@ -22,7 +23,8 @@ width, depth, meta_batch, ways, shots, queries, length = 512, 6, 64, 5, 5, 15, 7
 model = CNN1D(width=width, depth=depth, activation="relu", length=length)
 supports = (torch.empty(meta_batch, ways * shots, 1, length), torch.zeros(meta_batch, ways * shots, dtype=torch.long))
 queries = (torch.empty(meta_batch, ways * queries, 1, length), torch.zeros(meta_batch, ways * queries, dtype=torch.long))
-variants = {"MAML": dict(method="maml"), "FO-MAML": dict(method="fo_maml"),
+variants = {"MAML": dict(method="maml"), "HVP-MAML, lean": dict(method="maml_hvp", store_iterates=False),
+            "FO-MAML": dict(method="fo_maml"),
             "FO-B symmetric": dict(method="fob_symmetric"),
             "FO-B symmetric, lean": dict(method="fob_symmetric", store_iterates=False, stack_stencil=False)}
 Ks = [1, 3, 6]
