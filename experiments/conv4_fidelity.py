@@ -189,8 +189,19 @@ def _claims(t: _Tails, cfg, floor: dict) -> list[dict]:
             f"On Conv4 with BatchNorm, FO-B symmetric with the anchor's activation pattern frozen matches "
             f"second-order MAML on every task in {dtype} at the recommended delta {f['delta']:g}",
             f"maximum relative error over {cfg['episodes']} tasks <= {bound:g} at every MAML checkpoint",
-            f"{cells} (grid: " + ", ".join(f"delta {d:g}: {v:.2g}" for d, v in f["by_delta"].items()) + ")",
+            f"{cells} (grid: " + ", ".join(f"delta {float(d):g}: {v:.2g}" for d, v in f["by_delta"].items()) + ")",
             verdict(f["max_error"] <= bound, f["max_error"] > bound)))
+    if "float32" in floor:  # the floor's reason: float32 arithmetic bounds MAML itself as much
+        f = floor["float32"]
+        pairs = {s: (t.at("max", NETWORK, "float32", s, FROZEN, f["delta"]),
+                     t.at("max", NETWORK, "float32", s, ("maml", False, False), None)) for s in cfg["steps"]}
+        out.append(claim(
+            "conv4_frozen_at_maml_float32_floor",
+            "In float32, frozen FO-B symmetric on Conv4 is as accurate as second-order MAML computed in float32: "
+            "the floor is the arithmetic's, not the estimator's",
+            f"at delta {f['delta']:g}, max error over tasks <= 1.5x float32 MAML's own max error, every checkpoint",
+            ", ".join(f"step {s}: FO-B {a:.2g}, MAML float32 {b:.2g}" for s, (a, b) in pairs.items()),
+            verdict(all(a <= 1.5 * b for a, b in pairs.values()), any(a > 3 * b for a, b in pairs.values()))))
     trained = [s for s in cfg["steps"] if s > 0]
     if trained:
         best = {(dtype, s): min(t.at("max", NETWORK, dtype, s, PLAIN, d) for d in deltas)
