@@ -49,7 +49,7 @@ BUDGET_BOUND = {
                     "peak and time ratios at toy widths and K, where parameters and data outweigh activations"),
     "maml_hvp_trains_like_maml": "a lockstep training of a few meta-steps",
 }
-DECIDED_AT_ANY_BUDGET = {"meta_peak_equals_cpu_meter"}  # two meters equal to the byte: exact at any size
+DECIDED_AT_ANY_BUDGET = {"meta_peak_equals_cpu_meter", "conv4_meta_peak_equals_cpu_meter"}  # exact at any size
 
 SHARED, TUNED = "shared setting", "each at its own best (alpha, K)"
 UNROLLED = "vs unrolled MAML"

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from fobtheory.nn import ALL_METHODS, CNN1D, adapted_accuracy, meta_gradient, meta_gradient_batch
+from fobtheory.nn import ALL_METHODS, CNN1D, Conv4, adapted_accuracy, meta_gradient, meta_gradient_batch
 
 from test_patterns import batch_of_episodes
 
@@ -14,15 +14,14 @@ FROZEN = {"fob_forward", "fob_symmetric"}
 
 
 def bn_net(seed=0, dtype=torch.float64):
-    """Conv - BatchNorm - ReLU - MaxPool on 2-D inputs, running statistics on (the default)."""
+    """MAML's Conv4 backbone (conv - BatchNorm - ReLU - MaxPool2d, four times), BatchNorm with
+    its running statistics on (the default), on 16x16 images."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(16, 5)).to(dtype)
+    return Conv4(width=4, size=16).to(dtype)
 
 
 def images(n_tasks=3, seed=0):
-    return batch_of_episodes(n_tasks=n_tasks, length=8, height=8, seed=seed)
+    return batch_of_episodes(n_tasks=n_tasks, length=16, height=16, seed=seed)
 
 
 def flat(grads, row=None):
