@@ -36,18 +36,13 @@ from fobtheory.progress import track
 from fobtheory.results import claim, make_results, save_figure, verdict
 
 from .mnist1d import stack, threads
-from .mnist1d_fidelity import COLORS, _flat, _Tails, tails
+from .mnist1d_fidelity import COLORS, ESTIMATORS as _MNIST1D_ESTIMATORS, _flat, _Tails, tails
 
 NAME = "conv4_fidelity"
 NETWORK = "conv4"  # the key of the records' ``activation`` field
 LABEL = "Conv4 (BatchNorm, ReLU, MaxPool2d)"
-# (method, kink_guard, freeze_pattern) -> label, as in mnist1d_fidelity
-ESTIMATORS = {
-    ("fob_symmetric", False, False): "symmetric, plain",
-    ("fob_forward", False, False): "forward, plain",
-    ("fob_symmetric", False, True): "symmetric, frozen pattern",
-    ("fob_forward", False, True): "forward, frozen pattern",
-}
+# (method, kink_guard, freeze_pattern) -> label: mnist1d_fidelity's, without the kink guard
+ESTIMATORS = {key: label for key, label in _MNIST1D_ESTIMATORS.items() if not key[1]}
 PLAIN, FROZEN = ("fob_symmetric", False, False), ("fob_symmetric", False, True)
 FROZEN_BOUNDS = {"float32": 2e-4, "float64": 1e-8}  # max over tasks at the best delta of the grid
 LIBRARY_DELTA = 1e-3  # meta_gradient_batch's default delta

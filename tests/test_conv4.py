@@ -63,3 +63,14 @@ def test_maml_through_batch_norm_equals_the_hand_written_double_backward():
         for (name, _), w in zip(net.named_parameters(), want):
             torch.testing.assert_close(got[name][b], w, rtol=1e-10, atol=1e-12)
     assert all(torch.equal(v, buffers[k]) for k, v in net.named_buffers())  # running statistics untouched
+
+
+def test_conv4_fidelity_quick_run_writes_its_records_floors_and_figure(tmp_path):
+    from fobtheory.experiments import execute
+
+    results = execute("conv4-fidelity", quick=True, out=tmp_path, echo=lambda *_: None)
+    s, cfg = results["summary"], results["config"]
+    assert set(s["floors"]) == set(cfg["deltas"]) and (tmp_path / "conv4_fidelity.png").exists()
+    assert s["floors"]["float64"]["max_error"] < 1e-6  # frozen symmetric in float64, any checkpoint
+    assert {c["id"] for c in results["claims"]} >= {"conv4_frozen_pattern_max_error_float64",
+                                                    "conv4_frozen_at_maml_float32_floor"}
