@@ -59,7 +59,7 @@ def batch_statistics(model: nn.Module):
 class Probe:
     """What one forward of the model at its parameters showed."""
 
-    output_shape: tuple  # of the probe's batch of n samples
+    output_shape: tuple | None  # of the probe's batch of n samples (None: the forward returns no tensor)
     classic_functions: tuple[str, ...]  # custom Functions functorch cannot transform (no setup_context)
     once_differentiable: tuple[str, ...]  # custom Functions with a once-differentiable backward
     custom_functions: tuple[str, ...]  # every custom Function met
@@ -117,7 +117,7 @@ def probe(model: nn.Module, x: torch.Tensor, argument: str) -> Probe:
             "unchanged. Write the state outside the forward, or only when a flag you set is on")
     functions = _graph_functions(out) if isinstance(out, torch.Tensor) and out.grad_fn is not None else []
     result = Probe(
-        output_shape=tuple(out.shape),
+        output_shape=tuple(out.shape) if isinstance(out, torch.Tensor) else None,
         classic_functions=tuple(_name(c) for c in functions
                                 if c.setup_context is torch.autograd.Function.setup_context),
         once_differentiable=tuple(_name(c) for c in functions
@@ -174,7 +174,7 @@ def check_data(model: nn.Module, supports, queries, *, batched: bool, loss: Call
     for name, (x, y) in zip(names, pairs):
         if x.shape[lead:] != pairs[0][0].shape[lead:]:
             probe(model, x[0] if batched else x, f"{name}[0]")
-        if loss is F.cross_entropy:
+        if loss is F.cross_entropy and found.output_shape:
             classes = found.output_shape[-1]
             if y.is_floating_point() or y.dtype == torch.bool:
                 raise ValueError(f"{name}[1] must hold integer class labels for cross_entropy, got dtype {y.dtype}")
