@@ -36,7 +36,7 @@ from fobtheory.progress import track
 from fobtheory.results import claim, make_results, save_figure, verdict
 
 from .mnist1d import stack, threads
-from .mnist1d_fidelity import COLORS, ESTIMATORS as _MNIST1D_ESTIMATORS, _flat, _Tails, tails
+from .mnist1d_fidelity import COLORS, ESTIMATORS as _MNIST1D_ESTIMATORS, _flat, _Tails, draw_tails, tails
 
 NAME = "conv4_fidelity"
 NETWORK = "conv4"  # the key of the records' ``activation`` field
@@ -263,13 +263,7 @@ def plot(results: dict, out_dir) -> list[Path]:
         fig, axes = plotting.plt.subplots(1, len(dtypes) + 1, squeeze=False, figsize=(4.6 * (len(dtypes) + 1), 4.0))
         for ax, dtype in zip(axes[0], dtypes):
             deltas = cfg["deltas"][dtype]
-            for est, label in ESTIMATORS.items():
-                stats = {s: [t.at(s, NETWORK, dtype, last, est, d) for d in deltas] for s in ("median", "p90", "max")}
-                color = COLORS[label]
-                ax.fill_between(deltas, stats["median"], stats["max"], color=color, alpha=0.08, linewidth=0)
-                ax.loglog(deltas, stats["max"], color=color, linewidth=1.8, marker="o", markersize=3, label=label)
-                ax.loglog(deltas, stats["p90"], color=color, linewidth=1.0, linestyle="--")
-                ax.loglog(deltas, stats["median"], color=color, linewidth=0.5)
+            draw_tails(ax, t, NETWORK, dtype, last, deltas, ESTIMATORS)
             ax.axhline(t.at("max", NETWORK, dtype, last, ("maml", False, False), None), color="black", linewidth=0.6,
                        linestyle=":", label=f"MAML in {dtype} (max)")
             ax.axhline(FROZEN_BOUNDS[dtype], color="grey", linewidth=0.8, linestyle="-.", label="claimed bound")

@@ -280,6 +280,18 @@ def run(cfg: dict) -> dict:
 # figure
 
 
+def draw_tails(ax, t: _Tails, network: str, dtype: str, step: int, deltas, estimators: dict) -> None:
+    """Each estimator's max (bold), p90 (dashed) and median over tasks against delta, the band
+    between median and max shaded."""
+    for est, label in estimators.items():
+        stats = {s: [t.at(s, network, dtype, step, est, d) for d in deltas] for s in ("median", "p90", "max")}
+        color = COLORS[label]
+        ax.fill_between(deltas, stats["median"], stats["max"], color=color, alpha=0.08, linewidth=0)
+        ax.loglog(deltas, stats["max"], color=color, linewidth=1.8, marker="o", markersize=3, label=label)
+        ax.loglog(deltas, stats["p90"], color=color, linewidth=1.0, linestyle="--")
+        ax.loglog(deltas, stats["median"], color=color, linewidth=0.5)
+
+
 def plot(results: dict, out_dir) -> list[Path]:
     path = Path(out_dir) / f"{NAME}.png"
     cfg, summary = results["config"], results["summary"]
@@ -293,13 +305,7 @@ def plot(results: dict, out_dir) -> list[Path]:
         for i, dtype in enumerate(dtypes):
             for j, act in enumerate(acts):
                 ax = axes[i][j]
-                for est, label in ESTIMATORS.items():
-                    stats = {s: [t.at(s, act, dtype, last, est, d) for d in deltas] for s in ("median", "p90", "max")}
-                    color = COLORS[label]
-                    ax.fill_between(deltas, stats["median"], stats["max"], color=color, alpha=0.08, linewidth=0)
-                    ax.loglog(deltas, stats["max"], color=color, linewidth=1.8, marker="o", markersize=3, label=label)
-                    ax.loglog(deltas, stats["p90"], color=color, linewidth=1.0, linestyle="--")
-                    ax.loglog(deltas, stats["median"], color=color, linewidth=0.5)
+                draw_tails(ax, t, act, dtype, last, deltas, ESTIMATORS)
                 if dtype != "float64" and (act, dtype, last) in maml:
                     ax.axhline(maml[act, dtype, last], color="black", linewidth=0.6, linestyle=":",
                                label=f"MAML itself in {dtype} (max)")

@@ -30,7 +30,7 @@ from torch.autograd.function import once_differentiable
 
 from fobtheory import estimators, plotting, problems
 from fobtheory.data import EpisodeSampler, load_mnist1d
-from fobtheory.experiments import memory
+from fobtheory.experiments import memory, memory_scale
 from fobtheory.experiments.mnist1d import kinked_cnn, stack
 from fobtheory.memory import peak_bytes
 from fobtheory.nn import CNN1D, adapted_accuracy, meta_gradient_batch
@@ -107,17 +107,15 @@ def exactness(cfg) -> list[dict]:
 def costs(cfg) -> list[dict]:
     """The memory and time table, and the shape-only peaks at scale."""
     records = [dict(part="table", **r) for r in memory.measure_points(cfg["memory"], desc="second-order table")]
-    s = cfg["scale"]
-    m = dict(cfg["memory"], seed=cfg["seed"], settings={"scale": s})
-    model = CNN1D(width=s["width"], depth=s["depth"]).to("meta")
-    supports, queries = memory._episodes(m, s, "meta")
+    s, m = cfg["scale"], cfg["memory"]
+    model, supports, queries = memory_scale.shape_only_batch(dict(m, shots=s["shots"], queries=s["queries"]),
+                                                             s["width"], s["depth"], s["meta_batch"], m["length"])
     for variant in track(TABLE_VARIANTS, desc="second-order scale", unit="method"):
         method, options = memory.VARIANTS[variant]
         records.append(dict(part="scale", variant=variant, method=method, width=s["width"], depth=s["depth"],
                             inner_steps=s["inner_steps"], meta_batch=s["meta_batch"],
                             peak_bytes=peak_bytes(model, supports, queries, method=method, alpha=m["alpha"],
-                                                  inner_steps=s["inner_steps"], delta=m["delta"], device="meta",
-                                                  **options)))
+                                                  inner_steps=s["inner_steps"], delta=m["delta"], **options)))
     return records
 
 
@@ -282,10 +280,10 @@ def summarize(records, cfg) -> dict:
                sorted(table.items())},
         at=dict(width=top[0], inner_steps=top[1]),
         growth_K={v: max(table[(w, Ks[-1])][v][0] / table[(w, Ks[0])][v][0] for w in widths) for v in row},
-        peak_ratio={f"{f}{lean}": row[f"fob_symmetric{lean}"][0] / row[f"maml_hvp{lean}"][0]
-                    for f in ("fob_over_hvp",) for lean in ("", "_lean")},
-        time_ratio={f"{f}{lean}": row[f"fob_symmetric{lean}"][1] / row[f"maml_hvp{lean}"][1]
-                    for f in ("fob_over_hvp",) for lean in ("", "_lean")},
+        peak_ratio={f"fob_over_hvp{lean}": row[f"fob_symmetric{lean}"][0] / row[f"maml_hvp{lean}"][0]
+                    for lean in ("", "_lean")},
+        time_ratio={f"fob_over_hvp{lean}": row[f"fob_symmetric{lean}"][1] / row[f"maml_hvp{lean}"][1]
+                    for lean in ("", "_lean")},
         hvp_over_maml=dict(peak=row["maml_hvp"][0] / row["maml"][0], seconds=row["maml_hvp"][1] / row["maml"][1]),
         budgets=_budgets(row),
         scale={r["variant"]: r["peak_bytes"] / GIB for r in records if r["part"] == "scale"},

@@ -62,7 +62,6 @@ class Probe:
     output_shape: tuple | None  # of the probe's batch of n samples (None: the forward returns no tensor)
     classic_functions: tuple[str, ...]  # custom Functions functorch cannot transform (no setup_context)
     once_differentiable: tuple[str, ...]  # custom Functions with a once-differentiable backward
-    custom_functions: tuple[str, ...]  # every custom Function met
 
 
 def _graph_functions(output: torch.Tensor) -> list[type]:
@@ -122,7 +121,6 @@ def probe(model: nn.Module, x: torch.Tensor, argument: str) -> Probe:
                                 if c.setup_context is torch.autograd.Function.setup_context),
         once_differentiable=tuple(_name(c) for c in functions
                                   if getattr(c.backward, "__code__", None) is _ONCE_DIFFERENTIABLE),
-        custom_functions=tuple(_name(c) for c in functions),
     )
     cache[key] = result
     return result
