@@ -58,13 +58,16 @@ from fobtheory.results import claim, environment, load_results, make_results, sa
 
 NAME = "memory_scale"
 GB, MIB = 10**9, 2**20
-# label -> (method, options): every method, and the storage variants; fob_symmetric_ckpt adds
+# label -> (method, options): every method, and the storage variants; the *_ckpt variants add
 # checkpoint_every = ceil(sqrt(K))
 VARIANTS = {**{m: (m, {}) for m in ALL_METHODS}, **MEMORY_VARIANTS,
             "fob_symmetric_ckpt": ("fob_symmetric", dict(stack_stencil=False)),
-            "maml_hvp_lean": ("maml_hvp", dict(store_iterates=False))}
-ORDER = ["maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric", "fob_symmetric_lean", "fob_symmetric_ckpt"]
-CONV4_ORDER = ORDER + [v for v in VARIANTS if v not in ORDER]  # the Conv4 part measures every variant
+            "maml_hvp_ckpt": ("maml_hvp", {})}
+ORDER = ["maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric", "fob_symmetric_lean", "fob_symmetric_ckpt",
+         "maml_hvp", "maml_hvp_lean", "maml_hvp_ckpt"]
+# the storage options of FO-B symmetric and HVP-MAML, compared at equal option in the checkpoint part
+STORAGE = {"fob_symmetric": {"stored": {}, "lean": LEAN, "ckpt": dict(stack_stencil=False)},
+           "maml_hvp": {"stored": {}, "lean": dict(store_iterates=False), "ckpt": {}}}
 
 
 def mnist1d_lengths() -> list[int]:
@@ -91,7 +94,7 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
                          every={"10": [1, 2, 3, 4, 5, 7, 10], "50": [1, 2, 3, 5, 7, 10, 17, 25, 50]},
                          timed_inner_steps=10, timed_every=[2, 5], repeats=3, peak_limit=1.5, time_limit=0.7),
         conv4=dict(size=84, channels=3, width=64, meta_batch=4, inner_steps=[1, 5, 10, 20, 50],
-                   widths=list(range(16, 513, 16)), variants=list(CONV4_ORDER),
+                   widths=list(range(16, 513, 16)), variants=list(ORDER),
                    validation=dict(settings={"small": dict(depth=4, meta_batch=2, shots=1, queries=2)}, widths=[4],
                                    inner_steps=[1, 3], ways=5, length=16, alpha=0.4, delta=1e-3)),
         torch_threads=1, seed=seed, device=device,
@@ -110,7 +113,7 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
 
 def variant_options(variant: str, K: int) -> tuple[str, dict]:
     method, options = VARIANTS[variant]
-    if variant == "fob_symmetric_ckpt":
+    if variant.endswith("_ckpt"):
         options = {**options, "checkpoint_every": math.ceil(math.sqrt(K))}
     return method, options
 
@@ -240,7 +243,7 @@ def frontier(cfg, peaks: Peaks, margins: dict, groups: list[tuple], network: str
     for variant in cfg["variants"]:
         method = VARIANTS[variant][0]
         margin = margins[method]["ratio"]
-        by_K = variant != "fob_symmetric_ckpt"
+        by_K = not variant.endswith("_ckpt")
         for group in sorted(groups):
             K, depth, B, L = group
             lo = -1
@@ -270,7 +273,7 @@ def monotonicity_violations(records: list[dict]) -> tuple[int, int]:
             by_variant.setdefault((r.get("network", "cnn1d"), r["variant"]), []).append(r)
     bad = pairs = 0
     for (_, variant), rows in by_variant.items():
-        by_K = variant != "fob_symmetric_ckpt"
+        by_K = not variant.endswith("_ckpt")
         for a in rows:
             for b in rows:
                 if a is b:
@@ -311,15 +314,17 @@ def _validate(cfg, peaks: Peaks, val=None, network="cnn1d") -> list[dict]:
 
 
 def _checkpoints(cfg, records: list, progress) -> None:
-    """Peak (meta), gradient calls and, at the timed K, CPU time per ``checkpoint_every``."""
+    """Peak (meta), gradient and Hessian-vector calls and, at the timed K, CPU time of FO-MAML
+    and of each storage option of FO-B symmetric and HVP-MAML: stored, lean and
+    ``checkpoint_every = c`` for every c of the plan."""
     ck = cfg["checkpoints"]
     width, depth, B, L = ck["width"], ck["depth"], ck["meta_batch"], ck["length"]
     common = dict(alpha=cfg["alpha"], delta=cfg["delta"])
     for K in ck["inner_steps"]:
-        plan = [("fo_maml", "fo_maml", {}, None), ("fob_symmetric", "fob_symmetric", {}, None),
-                ("fob_symmetric_lean", "fob_symmetric", LEAN, None)]
-        plan += [("fob_symmetric_ckpt", "fob_symmetric", dict(stack_stencil=False, checkpoint_every=c), c)
-                 for c in ck["every"][str(K)]]
+        plan = [("fo_maml", "fo_maml", {}, None)]
+        for method, storage in STORAGE.items():
+            plan += [(method, method, storage["stored"], None), (f"{method}_lean", method, storage["lean"], None)]
+            plan += [(f"{method}_ckpt", method, dict(storage["ckpt"], checkpoint_every=c), c) for c in ck["every"][str(K)]]
         model, S, Q = shape_only_batch(cfg, width, depth, B, L)
         for variant, method, options, c in plan:
             infos = []
@@ -327,9 +332,10 @@ def _checkpoints(cfg, records: list, progress) -> None:
             peak = measure(lambda: infos.append(meta_gradient_batch(model, S, Q, method=method, inner_steps=K,
                                                                     return_info=True, **common, **options)[1]),
                            *model.parameters(), *S, *Q, device="meta").peak_bytes
-            records.append(dict(part="checkpoint", network="cnn1d", method=method, variant=variant, checkpoint_every=c, width=width,
-                                depth=depth, inner_steps=K, meta_batch=B, length=L, shots=cfg["shots"],
-                                queries=cfg["queries"], peak_bytes=peak, grad_calls=infos[0].grad_calls,
+            records.append(dict(part="checkpoint", network="cnn1d", method=method, variant=variant, checkpoint_every=c,
+                                options=options, width=width, depth=depth, inner_steps=K, meta_batch=B, length=L,
+                                shots=cfg["shots"], queries=cfg["queries"], peak_bytes=peak,
+                                grad_calls=infos[0].grad_calls, hvp_calls=infos[0].inner_hvp_calls,
                                 meta_seconds=time.perf_counter() - start, seconds=None, times=None))
             progress.update(1)
         progress.set_postfix_str(f"checkpoints: K {K} measured")
@@ -337,18 +343,19 @@ def _checkpoints(cfg, records: list, progress) -> None:
 
 
 def _time_checkpoints(cfg, records: list, progress) -> None:
-    """Median CPU time of interleaved repeats at the timed K; predicted seconds elsewhere."""
+    """Median CPU time of interleaved repeats at the timed K (FO-MAML, the lean variants and
+    the checkpointed ones at ``timed_every``); for FO-B's untimed points, predicted seconds
+    (gradient calls x the lean variant's seconds per call)."""
     ck, device = cfg["checkpoints"], cfg["device"]
     K = ck["timed_inner_steps"]
     rows = [r for r in records if r["part"] == "checkpoint" and r["inner_steps"] == K and
-            (r["variant"] in ("fo_maml", "fob_symmetric_lean") or r["checkpoint_every"] in ck["timed_every"])]
+            (r["variant"] in ("fo_maml", "fob_symmetric_lean", "maml_hvp_lean")
+             or r["checkpoint_every"] in ck["timed_every"])]
     model, supports, queries = shape_only_batch(cfg, ck["width"], ck["depth"], ck["meta_batch"], ck["length"],
                                                 device=device)
     calls = {}
     for r in rows:
-        options = LEAN if r["variant"] == "fob_symmetric_lean" else (
-            dict(stack_stencil=False, checkpoint_every=r["checkpoint_every"]) if r["checkpoint_every"] else {})
-        calls[id(r)] = (lambda m=r["method"], o=options: meta_gradient_batch(
+        calls[id(r)] = (lambda m=r["method"], o=r["options"]: meta_gradient_batch(
             model, supports, queries, method=m, alpha=cfg["alpha"], inner_steps=K, delta=cfg["delta"], **o))
         r["times"] = []
     for rep in range(ck["repeats"]):
@@ -582,26 +589,48 @@ def summarize(cfg, records, rows, validation, margins, claim_points, corner, alo
     return out
 
 
+def _storage_summary(rows, method, fo) -> dict:
+    """One method's storage options at one K: stored and lean peaks, lean calls and seconds,
+    and per ``checkpoint_every`` its peak over FO-MAML's, calls and time over the lean
+    variant's."""
+    lean = next(r for r in rows if r["variant"] == f"{method}_lean")
+    points = []
+    for r in rows:
+        if r["variant"] != f"{method}_ckpt":
+            continue
+        p = dict(checkpoint_every=r["checkpoint_every"], peak_bytes=r["peak_bytes"], grad_calls=r["grad_calls"],
+                 hvp_calls=r.get("hvp_calls", 0), peak_over_fo_maml=r["peak_bytes"] / fo["peak_bytes"],
+                 calls_over_lean=r["grad_calls"] / lean["grad_calls"])
+        if r["seconds"] is not None and lean["seconds"]:
+            p["seconds"], p["time_over_lean"] = r["seconds"], r["seconds"] / lean["seconds"]
+        points.append(p)
+    return dict(lean_peak=lean["peak_bytes"], lean_calls=lean["grad_calls"], lean_seconds=lean["seconds"],
+                points=points, stored_peak=next(r["peak_bytes"] for r in rows if r["variant"] == method))
+
+
+def _fob_over_hvp(fob: dict, hvp: dict) -> dict:
+    """FO-B symmetric over HVP-MAML at equal storage option: peak (and time where both are
+    timed) for stored, lean and each ``checkpoint_every``."""
+    out = {"stored": dict(peak=fob["stored_peak"] / hvp["stored_peak"]),
+           "lean": dict(peak=fob["lean_peak"] / hvp["lean_peak"])}
+    if fob["lean_seconds"] and hvp["lean_seconds"]:
+        out["lean"]["time"] = fob["lean_seconds"] / hvp["lean_seconds"]
+    by_c = {p["checkpoint_every"]: p for p in hvp["points"]}
+    for p in fob["points"]:
+        q = by_c[p["checkpoint_every"]]
+        out[f"c={p['checkpoint_every']}"] = dict(peak=p["peak_bytes"] / q["peak_bytes"], **(
+            {"time": p["seconds"] / q["seconds"]} if "seconds" in p and "seconds" in q else {}))
+    return out
+
+
 def _checkpoint_summary(cfg, records) -> dict:
     ck = cfg["checkpoints"]
     out = {}
     for K in ck["inner_steps"]:
         rows = [r for r in records if r["part"] == "checkpoint" and r["inner_steps"] == K]
         fo = next(r for r in rows if r["variant"] == "fo_maml")
-        lean = next(r for r in rows if r["variant"] == "fob_symmetric_lean")
-        points = []
-        for r in rows:
-            if r["variant"] != "fob_symmetric_ckpt":
-                continue
-            p = dict(checkpoint_every=r["checkpoint_every"], peak_bytes=r["peak_bytes"], grad_calls=r["grad_calls"],
-                     peak_over_fo_maml=r["peak_bytes"] / fo["peak_bytes"],
-                     calls_over_lean=r["grad_calls"] / lean["grad_calls"])
-            if r["seconds"] is not None and lean["seconds"]:
-                p["seconds"], p["time_over_lean"] = r["seconds"], r["seconds"] / lean["seconds"]
-            points.append(p)
-        out[str(K)] = dict(fo_maml_peak=fo["peak_bytes"], lean_peak=lean["peak_bytes"], lean_calls=lean["grad_calls"],
-                           lean_seconds=lean["seconds"], points=points,
-                           stored_stacked_peak=next(r["peak_bytes"] for r in rows if r["variant"] == "fob_symmetric"))
+        fob, hvp = _storage_summary(rows, "fob_symmetric", fo), _storage_summary(rows, "maml_hvp", fo)
+        out[str(K)] = dict(fo_maml_peak=fo["peak_bytes"], **fob, hvp=hvp, fob_over_hvp=_fob_over_hvp(fob, hvp))
     K = str(ck["timed_inner_steps"])
     good = [p for p in out[K]["points"] if "time_over_lean" in p and p["peak_over_fo_maml"] <= ck["peak_limit"]
             and p["time_over_lean"] <= ck["time_limit"]]
@@ -649,6 +678,9 @@ def _highlights(cfg, s) -> list[str]:
                          f"c={p['checkpoint_every']} {p['peak_over_fo_maml']:.2f}, {p['grad_calls']}"
                          + (f", time / lean's {p['time_over_lean']:.2f}" if "time_over_lean" in p else "")
                          for p in c["points"]))
+        lines.append(f"FO-B symmetric / HVP-MAML at equal storage, K {K}: " + "; ".join(
+            f"{option} peak {r['peak']:.2f}" + (f", time {r['time']:.2f}" if "time" in r else "")
+            for option, r in c["fob_over_hvp"].items()))
     return lines
 
 
@@ -689,8 +721,42 @@ def claims(cfg, s) -> list[dict]:
                 f"MAML {'/'.join(str(w or 0) for w in maml)}, lean {'/'.join(str(w or 0) for w in lean)} at K = "
                 f"{'/'.join(str(k) for k in ks)}",
                 verdict(shrinks and flat, not shrinks or not flat)))
+        for option, word, label in (("lean", "lean", "lean"),
+                                    ("ckpt", "checkpointed", "checkpoint_every = ceil(sqrt(K))")):
+            fob, hvp = widths.get(f"fob_symmetric_{option}"), widths.get(f"maml_hvp_{option}")
+            if fob and hvp:
+                narrower = [k for k in fob if (fob[k] or 0) < (hvp[k] or 0)]
+                out.append(claim(
+                    f"fob_{word}_fits_as_wide_as_hvp_{word}_{card.replace(' ', '')}",
+                    f"On a card of {card}, FO-B symmetric ({label}) fits a network at least as wide as HVP-MAML "
+                    f"with the same storage option, at every K",
+                    "FO-B's largest width >= HVP-MAML's at every K of the along-K frontier",
+                    f"FO-B {'/'.join(str(w or 0) for w in fob.values())}, HVP-MAML "
+                    f"{'/'.join(str(w or 0) for w in hvp.values())} at K = {'/'.join(str(k) for k in fob)}",
+                    verdict(not narrower, bool(narrower))))
     ck, lim = s["checkpoints"], cfg["checkpoints"]
+    where = f"width {lim['width']}, depth {lim['depth']}, meta-batch {lim['meta_batch']}"
+    ratios = {(K, option): r for K in (str(k) for k in lim["inner_steps"])
+              for option, r in ck[K]["fob_over_hvp"].items() if option != "stored"}
+    worst = max(ratios, key=lambda k: ratios[k]["peak"])
+    out.append(claim(
+        "fob_below_hvp_at_equal_storage_option",
+        f"Lean or checkpointed, FO-B symmetric needs less memory than HVP-MAML with the same storage option ({where})",
+        f"peak(FO-B) / peak(HVP-MAML) < 1 for lean and every checkpoint_every, K = "
+        f"{'/'.join(str(k) for k in lim['inner_steps'])}",
+        f"worst {ratios[worst]['peak']:.3f} (K {worst[0]}, {worst[1]}); stored (stacked stencil): " + ", ".join(
+            f"K {K} {ck[K]['fob_over_hvp']['stored']['peak']:.2f}" for K in (str(k) for k in lim["inner_steps"])),
+        verdict(ratios[worst]["peak"] < 1, ratios[worst]["peak"] > 1)))
     K = str(lim["timed_inner_steps"])
+    times = {option: r["time"] for option, r in ck[K]["fob_over_hvp"].items() if "time" in r}
+    if times:
+        out.append(claim(
+            "fob_time_vs_hvp_at_equal_storage_option",
+            f"Lean or checkpointed, FO-B symmetric is not slower than HVP-MAML with the same storage option "
+            f"(K {K}, {where}, CPU)",
+            "time(FO-B) / time(HVP-MAML) < 1 at every timed option (refuted above 1.1)",
+            ", ".join(f"{option} {t:.2f}" for option, t in times.items()),
+            verdict(max(times.values()) < 1, max(times.values()) > 1.1)))
     timed = [p for p in ck[K]["points"] if "time_over_lean" in p]
     if timed:
         best = ck["meets_budget"]
@@ -724,8 +790,9 @@ def plot(results: dict, out_dir) -> list[Path]:
     cfg, s, recs = results["config"], results["summary"], results["records"]
     path = Path(out_dir) / f"{NAME}.png"
     colors = dict(plotting.METHOD_COLORS, fob_symmetric_lean=plotting.METHOD_COLORS["fob_symmetric"],
-                  fob_symmetric_ckpt="tab:olive", maml_hvp="tab:brown", maml_hvp_lean="tab:brown")
-    dashes = {"fob_symmetric_lean": "--", "fob_symmetric_ckpt": "-.", "maml_hvp_lean": "--"}
+                  fob_symmetric_ckpt="tab:olive", maml_hvp="tab:brown", maml_hvp_lean="tab:brown",
+                  maml_hvp_ckpt="tab:brown")
+    dashes = {"fob_symmetric_lean": "--", "fob_symmetric_ckpt": "-.", "maml_hvp_lean": "--", "maml_hvp_ckpt": "-."}
     cards = list(cfg["cards"])
     conv4 = s.get("conv4")
     with plotting.style():
@@ -749,8 +816,9 @@ def plot(results: dict, out_dir) -> list[Path]:
         for i, v in enumerate(cfg["variants"]):
             ws = {(r["depth"], r["meta_batch"], r["length"]): r["width"] or 0 for r in s["frontier"]
                   if r["variant"] == v and r["card"] == cards[0] and r["inner_steps"] == ac["inner_steps"]}
-            ax.bar(np.arange(len(groups)) + (i - len(cfg["variants"]) / 2) * 0.11, [ws.get(g, 0) for g in groups],
-                   width=0.11, color=colors.get(v), hatch="//" if v in dashes else None, label=v)
+            bar = 0.85 / len(cfg["variants"])
+            ax.bar(np.arange(len(groups)) + (i - len(cfg["variants"]) / 2) * bar, [ws.get(g, 0) for g in groups],
+                   width=bar, color=colors.get(v), hatch="//" if v in dashes else None, label=v)
         ax.set_xticks(range(len(groups)), [f"d{d}\nB{b}\nL{n}" for d, b, n in groups], fontsize=7)
         ax.set(title=f"largest width that fits {cards[0]}, K = {ac['inner_steps']}", ylabel="width")
         ax = axes[2]
@@ -772,33 +840,36 @@ def plot(results: dict, out_dir) -> list[Path]:
         ax = axes[3]
         for K, marker in zip(lim["inner_steps"], "os^"):
             c = ck[str(K)]
-            pts = c["points"]
-            ax.plot([p["grad_calls"] for p in pts], [p["peak_bytes"] / MIB for p in pts], marker=marker,
-                    color=colors["fob_symmetric_ckpt"], label=f"checkpoint_every=c, K {K}")
-            for p in pts:
-                ax.annotate(str(p["checkpoint_every"]), (p["grad_calls"], p["peak_bytes"] / MIB), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points")
+            for name, summary in (("fob_symmetric", c), ("maml_hvp", c["hvp"])):
+                pts = summary["points"]  # HVP-MAML's products count as calls: each is about one gradient's work
+                calls = [p["grad_calls"] + p.get("hvp_calls", 0) for p in pts]
+                ax.plot(calls, [p["peak_bytes"] / MIB for p in pts], marker=marker,
+                        color=colors[f"{name}_ckpt"], label=f"{name}, checkpoint_every=c, K {K}")
+                for p, n in zip(pts, calls):
+                    ax.annotate(str(p["checkpoint_every"]), (n, p["peak_bytes"] / MIB), fontsize=6,
+                                xytext=(3, 3), textcoords="offset points")
             ax.scatter([c["lean_calls"]], [c["lean_peak"] / MIB], marker="x", color="black", zorder=3,
-                       label="lean" if K == lim["inner_steps"][0] else None)
+                       label="FO-B lean" if K == lim["inner_steps"][0] else None)
             ax.axhline(lim["peak_limit"] * c["fo_maml_peak"] / MIB, color=colors["fo_maml"], linewidth=0.8,
                        linestyle=":", label=f"{lim['peak_limit']}x FO-MAML, K {K}")
         ax.set(title=f"checkpoints: peak vs gradient calls\nwidth {lim['width']}, depth {lim['depth']}, "
-                     f"meta-batch {lim['meta_batch']}", xlabel="gradient calls", ylabel="peak, MiB", xscale="log")
+                     f"meta-batch {lim['meta_batch']}", xlabel="gradient + Hessian-vector calls", ylabel="peak, MiB",
+               xscale="log")
         _plain_ticks(ax.xaxis)
         ax.legend(fontsize=6)
         ax = axes[4]
         c = ck[str(lim["timed_inner_steps"])]
-        timed = [p for p in c["points"] if "time_over_lean" in p]
-        ax.scatter([p["peak_over_fo_maml"] for p in timed], [p["time_over_lean"] for p in timed],
-                   color=colors["fob_symmetric_ckpt"], label="checkpoint_every=c")
-        for p in timed:
-            ax.annotate(f"c={p['checkpoint_every']}", (p["peak_over_fo_maml"], p["time_over_lean"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-        ax.scatter([c["lean_peak"] / c["fo_maml_peak"]], [1.0], marker="x", color="black", label="lean")
+        for name, summary in (("fob_symmetric", c), ("maml_hvp", c["hvp"])):
+            timed = [p for p in summary["points"] if "seconds" in p]
+            x = [p["peak_over_fo_maml"] for p in timed] + [summary["lean_peak"] / c["fo_maml_peak"]]
+            y = [p["seconds"] / c["lean_seconds"] for p in timed] + [summary["lean_seconds"] / c["lean_seconds"]]
+            ax.scatter(x, y, color=colors[f"{name}_ckpt"], label=f"{name}: checkpoint_every=c, lean")
+            for xi, yi, text in zip(x, y, [f"c={p['checkpoint_every']}" for p in timed] + ["lean"]):
+                ax.annotate(text, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.axvline(lim["peak_limit"], color="grey", linestyle=":", linewidth=0.8)
         ax.axhline(lim["time_limit"], color="grey", linestyle=":", linewidth=0.8)
         ax.set(title=f"checkpoints, K {lim['timed_inner_steps']}: CPU time vs peak", xlabel="peak / FO-MAML's",
-               ylabel="time / lean's")
+               ylabel="time / FO-B lean's")
         ax.legend(fontsize=6)
         ax = axes[5]
         corner, names = s["largest_configuration"], list(s["largest_configuration_bytes"])

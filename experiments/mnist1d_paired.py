@@ -393,7 +393,7 @@ def make_config(args) -> dict:
     from fobtheory.cli import resolve_device
 
     cfg = config(quick=args.quick, seed=args.seed, device=resolve_device(args.device))
-    cfg.update(mnist1d.overrides(args))
+    cfg.update(mnist1d.overrides(args, ("activations", "shots", "settings")))
     _check(cfg)
     return cfg
 

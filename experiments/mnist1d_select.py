@@ -9,7 +9,8 @@ against time and memory; ``mnist1d_select_grid.png``: the selection grid).
    with frozen activation patterns on ``frozen_activations``) is trained at inner step alpha
    in ``grid_alphas`` x inner steps K in ``grid_inner_steps`` and scored by its mean accuracy
    on ``eval_episodes`` validation episodes (samples held out of the train split; the test
-   split plays no part in the choice). **Widening:** when the best point lies on the edge of
+   split plays no part in the choice): with early stopping, at the run's best checkpoint, so
+   that the number of meta-steps is part of the choice as it is of the full run's result. **Widening:** when the best point lies on the edge of
    the points tried, its untried neighbours one step along ``alpha_ladder`` or
    ``inner_steps_ladder`` are added, for ``grid_rounds`` rounds in all; the ladders' ends
    bound it too (K stops at 10: the budget of the full protocol's runs grows with K), and a
@@ -23,9 +24,14 @@ against time and memory; ``mnist1d_select_grid.png``: the selection grid).
    run keys, as ``fobtheory mnist1d``). For each table, claims: FO-B symmetric (plain, and
    frozen on ReLU) against MAML, and against the better of FO-MAML and Reptile; differences
    paired by seed and test episode (every setting is evaluated on the same test episodes).
+   **Carry-over** (:func:`carry_over`): whether the choice, made on a short budget and one
+   seed, stays at least as good as the shared setting in the full runs (their validation
+   accuracy, every seed and shot count).
 3. **Cost**: seconds per meta-step (median, every variant interleaved round by round,
    :func:`fobtheory.memory.wall_time`) and the meter's peak bytes of one meta-gradient
-   (:func:`fobtheory.memory.peak_bytes`) at each table's setting.
+   (:func:`fobtheory.memory.peak_bytes`) at each table's setting. HVP-MAML (``maml_hvp``,
+   iterates stored) is costed at MAML's settings: it computes MAML's meta-gradient (to
+   1e-16, ``fobtheory second-order``), so MAML's selection and accuracies are its own.
 
 **Units and stages.** Each run is one unit of a :mod:`fobtheory.campaign`, trained by
 :func:`mnist1d.train` and committed at once under ``<results_dir>/<run key>/`` (the key hashes
@@ -133,12 +139,13 @@ def committed(train_cfg, unit) -> dict | None:
 
 
 def _score(train_cfg, unit) -> float | None:
-    """Validation accuracy of a committed grid run; None when not trained (or broken: the plan lists it)."""
+    """Validation accuracy (:func:`validation_key`) of a committed grid run; None when not
+    trained (or broken: the plan lists it)."""
     try:
         result = committed(train_cfg, unit)
     except DamagedResult:
         return None
-    return None if result is None else float(np.mean(result["val_accuracy"]))
+    return None if result is None else float(np.mean(result[validation_key(train_cfg)]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,10 +395,17 @@ def _tables(cfg, state) -> dict[str, list[dict]]:
     return out
 
 
+def exact_twins(state) -> dict[Variant, Grid]:
+    """``state`` with HVP-MAML beside each MAML variant, at MAML's grid (the same meta-gradient)."""
+    return {**state, **{Variant(v.activation, "maml_hvp"): g for v, g in state.items() if v.method == "maml"}}
+
+
 def cost(cfg, data, state) -> list[dict]:
     """Rows ``kind="cost"``: seconds per meta-step (median of ``timing_rounds`` calls, every
     variant, table setting and shot count interleaved round by round) and the meter's peak
-    bytes of one meta-gradient (meta-batch ``meta_batch``), at initial weights."""
+    bytes of one meta-gradient (meta-batch ``meta_batch``), at initial weights; HVP-MAML at
+    MAML's settings (:func:`exact_twins`)."""
+    state = exact_twins(state)
     entries = sorted({(v, setting(cfg, t, g.chosen), s) for v, g in state.items() for t in TABLES
                       for s in cfg["shots"]})
     batches = {s: mnist1d.stack(mnist1d._samplers(cfg, data, s)[0](cfg["seeds"][0]).batch(cfg["meta_batch"]))
@@ -425,7 +439,7 @@ def _grid_records(cfg, state) -> list[dict]:
         for point, r in g.rounds.items():
             tcfg = train_config(cfg, *point, grid=True)
             result = committed(tcfg, v.unit(cfg["grid_shots"], cfg["grid_seed"]))
-            val = np.asarray(result["val_accuracy"])
+            val = np.asarray(result[validation_key(tcfg)])
             rows.append(dict(kind="grid", method=v.method, activation=v.activation, freeze_pattern=v.frozen,
                              alpha=point[0], inner_steps=point[1], round=r, chosen=point == g.chosen,
                              split="validation", ways=cfg["ways"], shots=cfg["grid_shots"], seed=cfg["grid_seed"],
@@ -483,6 +497,7 @@ def summarize(cfg, state, tables, cost_rows) -> dict:
                                                                           peak_bytes=r["peak_bytes"])
     summary["equal_compute"] = equal_compute(cfg, state, tables["best"], summary["cost"]["best"])
     summary["campaign"] = _campaign(cfg, state, tables)
+    summary["carry_over"] = carry_over(cfg, state, tables)
     summary["highlights"] = _highlights(cfg, summary)
     return summary
 
@@ -537,6 +552,9 @@ def _highlights(cfg, summary) -> list[str]:
                 lines.append(f"{act.upper()} 5-way {s}-shot, {label}, test accuracy % [95%], {len(cfg['seeds'])} seeds "
                              f"x {cfg['eval_episodes']} episodes: " + ", ".join(
                                  f"{m} {a['mean']:.1f} [{a['ci_low']:.1f}, {a['ci_high']:.1f}]" for m, a in cells))
+    lines.append("Carry-over of the choice, full-run validation accuracy chosen - shared (grid's difference): "
+                 + ", ".join(f"{k} {mnist1d._points(c['full_difference'])} ({c['grid_difference']:+.1f})"
+                             for k, c in summary["carry_over"].items()))
     lines.append("Gain from tuning (best - shared, paired): " + ", ".join(
         f"{k} {mnist1d._points(d)}" for k, d in summary["gain_from_tuning"].items()))
     s = max(cfg["shots"])
@@ -552,10 +570,55 @@ def _highlights(cfg, summary) -> list[str]:
     return lines
 
 
+def validation_key(cfg) -> str:
+    """The validation accuracy the protocol reports: at the best checkpoint with early
+    stopping (the number of meta-steps is part of the choice), else at the last step."""
+    return "val_accuracy_early" if cfg.get("early_stopping") else "val_accuracy"
+
+
+def carry_over(cfg, state, tables) -> dict:
+    """Whether the grid's choice carries over to the full protocol, per variant whose choice is
+    not the shared setting and per shot count: the full runs' validation accuracy
+    (:func:`validation_key`) at the chosen setting minus at the shared one, paired by seed and
+    validation episode, beside the same difference on the grid (``grid_shots``, ``grid_seed``,
+    ``grid_meta_steps``), where the chosen setting beat the shared one."""
+    shared, key, out = (cfg["alpha"], cfg["inner_steps"]), validation_key(cfg), {}
+    for v, g in state.items():
+        if g.chosen is None or g.chosen == shared or shared not in g.scores:
+            continue
+        for s in cfg["shots"]:
+            runs = {t: sorted((r for r in tables[t] if mnist1d._variant(r) == (v.activation, s, v.method, False,
+                                                                                 v.frozen)), key=lambda r: r["seed"])
+                    for t in TABLES}
+            full = mnist1d._paired(*([np.asarray(r[key]) for r in runs[t]] for t in ("best", "shared")))
+            out[_key(v, s)] = dict(chosen=list(g.chosen), grid_difference=g.scores[g.chosen] - g.scores[shared],
+                                   full_difference=full)
+    return out
+
+
+def _carry_over_claim(cfg, carried: dict) -> dict:
+    worst = min(carried, key=lambda k: carried[k]["full_difference"]["mean"])
+    what = "early-stopped" if cfg.get("early_stopping") else "final-step"
+    return claim(
+        "selection_carries_over",
+        f"The setting chosen on the validation grid ({cfg['grid_meta_steps']} meta-steps, {cfg['grid_shots']}-shot, "
+        f"one seed) stays at least as good as the shared setting in the full runs ({cfg['meta_steps']} meta-steps, "
+        f"{len(cfg['seeds'])} seeds, every shot count; {what} validation accuracy)",
+        f"full-run validation accuracy, chosen minus shared, not below -{TOLERANCE:g} point for every variant whose "
+        "choice differs (95% interval)",
+        f"worst {worst} {mnist1d._points(carried[worst]['full_difference'])} (grid: "
+        f"{carried[worst]['grid_difference']:+.1f}); below -{TOLERANCE:g} for "
+        f"{sum(c['full_difference']['mean'] < -TOLERANCE for c in carried.values())} of {len(carried)}",
+        verdict(all(c["full_difference"]["ci_low"] >= -TOLERANCE for c in carried.values()),
+                any(c["full_difference"]["ci_high"] < -TOLERANCE for c in carried.values())))
+
+
 def _claims(cfg, state, tables) -> list[dict]:
     """For each table: FO-B symmetric (and frozen, where planned) against MAML, and against
-    the better (by mean test accuracy in that table) of FO-MAML and Reptile, at every shot count."""
-    claims = []
+    the better (by mean test accuracy in that table) of FO-MAML and Reptile, at every shot count;
+    and whether the grid's choices carry over to the full runs (:func:`carry_over`)."""
+    carried = carry_over(cfg, state, tables)
+    claims = [_carry_over_claim(cfg, carried)] if carried else []
     for t in TABLES:
         where = ("at the shared setting (alpha {alpha:g}, K {inner_steps})".format(**cfg) if t == "shared"
                  else "each method at its own (alpha, K) chosen on validation")
@@ -611,7 +674,10 @@ def _plot_cost(results, path):
         fig, axes = plotting.plt.subplots(len(rows), 3, figsize=(15, 3.8 * len(rows)), squeeze=False)
         for (act, s), ax_row in zip(rows, axes):
             for table, fill in (("shared", "none"), ("best", None)):
-                for key, a in summary["accuracy"][table].items():
+                twin = f"{act}/{s}shot/maml"  # HVP-MAML: MAML's meta-gradient, so MAML's accuracy
+                accuracy = dict(summary["accuracy"][table], **({f"{twin}_hvp": summary["accuracy"][table][twin]}
+                                                              if f"{twin}_hvp" in summary["cost"][table] else {}))
+                for key, a in accuracy.items():
                     if not key.startswith(f"{act}/{s}shot/"):
                         continue
                     method, frozen = key.split("/")[2].split("+")[0], key.endswith("+frozen")

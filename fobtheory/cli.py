@@ -62,8 +62,8 @@ CAMPAIGNS = ("mnist1d", "select", "fidelity", "paired")  # experiments made of r
 def experiment(args) -> int:
     from .experiments import execute
 
-    overrides = {key: getattr(args, key) for key in ("methods", "shots", "seeds", "activations", "variants")
-                 if getattr(args, key, None) is not None}
+    keys = ("methods", "shots", "seeds", "activations", "variants", "settings")
+    overrides = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
     device = resolve_device(getattr(args, "device", "cpu"))
     if hasattr(args, "executor"):  # a campaign: its executor and protocol
         from .experiments.mnist1d import overrides as campaign_overrides
@@ -201,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--methods", "--method", nargs="+", default=None,
                            help="maml fo_maml reptile fob_forward fob_symmetric (default: all)")
             p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
+        if name == "paired":
+            p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
+            p.add_argument("--shots", nargs="+", type=int, default=None, help="shots per class (default 1 5)")
+            p.add_argument("--settings", nargs="+", default=None,
+                           help="shared tuned (default both): the config's (alpha, K), MAML's chosen one")
     p = sub.add_parser("claims", help="print the claims ledger of a results folder and write its CLAIMS.md")
     p.add_argument("--out", default=None, help="results folder (default figures/)")
     p.add_argument("--readme", default=None, help="also rewrite the claims and verdicts blocks of this README")

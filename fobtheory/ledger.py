@@ -112,7 +112,8 @@ PAPER_CLAIMS = (
      "related": {"experiments": ("memory", "memory_scale"), "id_contains": "hvp", "scope": HVP}},
 )
 # the estimator variant of a related claim, from words of its id
-VARIANT_WORDS = (("checkpoint", "FO-B with checkpointed iterates"), ("lean", "FO-B lean (iterates recomputed)"),
+VARIANT_WORDS = (("equal_storage_option", "FO-B lean and checkpointed"),
+                 ("checkpoint", "FO-B with checkpointed iterates"), ("lean", "FO-B lean (iterates recomputed)"),
                  ("stor", "FO-B with stored iterates"))
 
 

@@ -104,17 +104,25 @@ def test_a_grid_waits_for_its_points_before_widening_or_choosing():
 
 
 def _commit(cfg, unit, val, test, seconds=0.01):
+    """A synthetic result: ``val`` and ``test`` per episode, at the best checkpoint with early
+    stopping, where the last step's validation accuracy is ``100 - val`` (a choice made on it
+    would be the opposite one)."""
     path = mnist1d.result_path(cfg, unit.name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    early = dict(val_accuracy_early=val, accuracy_early=test, val_accuracy=[100 - x for x in val]) \
+        if cfg.get("early_stopping") else dict(val_accuracy=val)
     path.write_text(json.dumps(dict(name=unit.name, run_key=mnist1d.run_key(cfg), activation=unit.activation,
                                     shots=unit.shots, method=unit.method, kink_guard=False, freeze_pattern=unit.frozen,
-                                    seed=unit.seed, accuracy=test, val_accuracy=val, curve=[[cfg["meta_steps"], 50.0]],
+                                    seed=unit.seed, accuracy=test, curve=[[cfg["meta_steps"], 50.0]], **early,
                                     seconds_per_step=seconds, train_seconds=seconds * cfg["meta_steps"],
                                     environment=dict(device="cpu"))))
 
 
-def test_the_grid_chooses_on_validation_episodes_never_on_test_episodes(tmp_path):
-    cfg = _cfg(methods=["reptile"], activations=["gelu"], frozen_activations=[], results_dir=str(tmp_path))
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_the_grid_chooses_on_validation_episodes_never_on_test_episodes(tmp_path, early_stopping):
+    """With early stopping on the best checkpoint's validation accuracy, else the last step's."""
+    cfg = _cfg(methods=["reptile"], activations=["gelu"], frozen_activations=[], results_dir=str(tmp_path),
+               early_stopping=early_stopping)
     v = sel.Variant("gelu", "reptile")
     for a in cfg["grid_alphas"]:
         for k in cfg["grid_inner_steps"]:
@@ -126,6 +134,37 @@ def test_the_grid_chooses_on_validation_episodes_never_on_test_episodes(tmp_path
     for p in ((0.03, 5), (0.1, 10)):
         _commit(sel.train_config(cfg, *p, grid=True), v.unit(5, 0), [60.0, 60.0], [99.0, 99.0])
     assert sel.grids(cfg)[v].chosen == (0.1, 5)
+
+
+def _full_run(v, shots, seed, val):
+    return dict(activation=v.activation, shots=shots, method=v.method, kink_guard=False, freeze_pattern=v.frozen,
+                seed=seed, val_accuracy_early=val, val_accuracy=[100 - x for x in val])
+
+
+def test_carry_over_compares_the_full_runs_at_the_chosen_and_the_shared_setting_on_validation():
+    cfg = _cfg(early_stopping=True, shots=[1, 5], seeds=[0, 1, 2])
+    kept, lost, same = sel.Variant("gelu", "maml"), sel.Variant("gelu", "reptile"), sel.Variant("gelu", "fo_maml")
+    shared = (cfg["alpha"], cfg["inner_steps"])
+    state = {v: sel.Grid({}, {shared: 50.0, (0.1, 5): 60.0}, chosen) for v, chosen in
+             ((kept, (0.1, 5)), (lost, (0.1, 5)), (same, shared))}
+    gap = {kept: 3.0, lost: -4.0}  # chosen minus shared, per episode, in the full runs
+    rng = np.random.default_rng(0)
+    tables = {"shared": [], "best": []}
+    for v in (kept, lost):
+        for s in cfg["shots"]:
+            for seed in cfg["seeds"]:
+                base = list(rng.uniform(30, 70, size=40))
+                tables["shared"].append(_full_run(v, s, seed, base))
+                tables["best"].append(_full_run(v, s, seed, [x + gap[v] for x in base]))
+    carried = sel.carry_over(cfg, state, tables)
+    assert set(carried) == {f"gelu/{s}shot/{m}" for s in (1, 5) for m in ("maml", "reptile")}  # not fo_maml's
+    for key, c in carried.items():
+        assert c["grid_difference"] == 10.0 and c["chosen"] == [0.1, 5]
+        assert c["full_difference"]["mean"] == pytest.approx(gap[kept if "maml" in key else lost])
+    assert sel._carry_over_claim(cfg, carried)["verdict"] == "refuted"
+    assert sel._carry_over_claim(cfg, {k: c for k, c in carried.items() if "maml" in k})["verdict"] == "confirmed"
+    final = sel.carry_over(dict(cfg, early_stopping=False), state, tables)  # v2 runs: the last step's accuracy
+    assert final["gelu/5shot/maml"]["full_difference"]["mean"] == pytest.approx(-3.0)
 
 
 def test_run_keys_differ_per_setting_and_the_shared_runs_are_mnist1ds():
@@ -236,7 +275,11 @@ def test_quick_run_end_to_end_then_again_without_training(tiny, tmp_path, monkey
         assert f"{key:<26} alpha {c['alpha']:g}, K {c['inner_steps']}: {c['validation_accuracy']:.1f}%" in text
     costs = [r for r in back["records"] if r["kind"] == "cost"]
     assert costs and all(r["seconds_per_step"] > 0 and r["peak_bytes"] > 0 for r in costs)
-    assert {c["id"] for c in back["claims"]} == {"shared_fob_tracks_maml_gelu", "best_fob_tracks_maml_gelu"}
+    setting = lambda rows: {(r["alpha"], r["inner_steps"], r["shots"], tuple(r["tables"])) for r in rows}  # noqa: E731
+    hvp = [r for r in costs if r["method"] == "maml_hvp"]  # costed at MAML's settings, which it shares
+    assert hvp and setting(hvp) == setting(r for r in costs if r["method"] == "maml")
+    carry = {"selection_carries_over"} if back["summary"]["carry_over"] else set()  # when a choice is not the shared
+    assert {c["id"] for c in back["claims"]} == {"shared_fob_tracks_maml_gelu", "best_fob_tracks_maml_gelu", *carry}
     assert back["summary"]["campaign"]["devices"] == ["cpu"]
     # the estimate's episode count is what a run evaluates
     result = sel.committed(sel.train_config(tiny, 0.4, 1), sel.Variant("gelu", "maml").unit(5, 0))
