@@ -740,7 +740,7 @@ def claims(cfg, s) -> list[dict]:
               for option, r in ck[K]["fob_over_hvp"].items() if option != "stored"}
     worst = max(ratios, key=lambda k: ratios[k]["peak"])
     out.append(claim(
-        "fob_below_hvp_at_equal_storage_option",
+        "fob_below_hvp_lean_or_checkpointed",
         f"Lean or checkpointed, FO-B symmetric needs less memory than HVP-MAML with the same storage option ({where})",
         f"peak(FO-B) / peak(HVP-MAML) < 1 for lean and every checkpoint_every, K = "
         f"{'/'.join(str(k) for k in lim['inner_steps'])}",
@@ -751,7 +751,7 @@ def claims(cfg, s) -> list[dict]:
     times = {option: r["time"] for option, r in ck[K]["fob_over_hvp"].items() if "time" in r}
     if times:
         out.append(claim(
-            "fob_time_vs_hvp_at_equal_storage_option",
+            "fob_time_vs_hvp_lean_or_checkpointed",
             f"Lean or checkpointed, FO-B symmetric is not slower than HVP-MAML with the same storage option "
             f"(K {K}, {where}, CPU)",
             "time(FO-B) / time(HVP-MAML) < 1 at every timed option (refuted above 1.1)",

@@ -54,6 +54,7 @@ DECIDED_AT_ANY_BUDGET = {"meta_peak_equals_cpu_meter", "conv4_meta_peak_equals_c
 SHARED, TUNED = "shared setting", "each at its own best (alpha, K)"
 UNROLLED = "vs unrolled MAML"
 HVP = "vs HVP-MAML (exact, by Hessian-vector products)"
+PAIRED = "paired seeds in lockstep, vs MAML's noise floor"
 
 # The paper's claims (its abstract) and the ledger claims that decide each one, as
 # (claim id, label, pattern[, scope]): the pattern's group picks the deciding number out of
@@ -62,7 +63,8 @@ HVP = "vs HVP-MAML (exact, by Hessian-vector products)"
 # measured. A paper claim is refuted if one of its deciding claims is, confirmed if all of
 # them are, inconclusive otherwise; with scopes it "holds in part" where some hold and some
 # fail. Ids that are not in the results do not count, and the summary names them. `related`
-# adds, when present, the claims of some experiments whose id contains a word (HVP-MAML's).
+# adds, when present, the claims of some experiments whose id contains a word (HVP-MAML's, the
+# paired study's), scoped by the words of their ids (`words`, default VARIANT_WORDS).
 PAPER_CLAIMS = (
     {"claim": "1. Convergence",
      "statement": "FO-B-MAML converges to a stationary point; FO-MAML and Reptile keep a bias",
@@ -88,7 +90,10 @@ PAPER_CLAIMS = (
                   ("fob_tracks_maml_relu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
                    ("ReLU", "plain differences", SHARED, UNROLLED)),
                   ("best_fob_tracks_maml_relu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
-                   ("ReLU", "plain differences", TUNED, UNROLLED)))},
+                   ("ReLU", "plain differences", TUNED, UNROLLED))),
+     "related": {"experiments": ("mnist1d_paired",), "id_contains": "fob_", "scope": PAIRED,
+                 "words": (("_relu_", "ReLU"), ("_gelu_", "GELU"), ("_relu_", "frozen patterns"),
+                           ("_gelu_", "plain differences"), ("_shared", SHARED), ("_tuned", TUNED))}},
     {"claim": "4b. Practice, memory",
      "statement": "FO-B-MAML keeps a flat memory footprint, without MAML's activation bottleneck",
      "deciding": (("fob_memory_flat_in_K_lean", "peak at the largest K / at K=1:", r"worst ([^ ;]*)",
@@ -111,9 +116,8 @@ PAPER_CLAIMS = (
                    ("FO-B, the fastest storage that fits", HVP))),
      "related": {"experiments": ("memory", "memory_scale"), "id_contains": "hvp", "scope": HVP}},
 )
-# the estimator variant of a related claim, from words of its id
-VARIANT_WORDS = (("equal_storage_option", "FO-B lean and checkpointed"),
-                 ("checkpoint", "FO-B with checkpointed iterates"), ("lean", "FO-B lean (iterates recomputed)"),
+# the estimator variant of a related claim, from words of its id (every word found adds its condition)
+VARIANT_WORDS = (("checkpoint", "FO-B with checkpointed iterates"), ("lean", "FO-B lean (iterates recomputed)"),
                  ("stor", "FO-B with stored iterates"))
 
 
@@ -166,9 +170,9 @@ def _deciding(paper: dict, rows: list[dict]) -> list[tuple]:
         for r in rows:
             if (r["experiment"] in related["experiments"] and related["id_contains"] in r["id"]
                     and r["id"] not in listed):
-                variant = next((name for word, name in VARIANT_WORDS if word in r["id"]), None)
-                out.append((r["id"], f"{r['statement']}:", r"^([^;]*)",
-                            tuple(s for s in (variant, related["scope"]) if s)))
+                words = tuple(dict.fromkeys(name for word, name in related.get("words", VARIANT_WORDS)
+                                            if word in r["id"]))
+                out.append((r["id"], f"{r['statement']}:", r"^([^;]*)", (*words, related["scope"])))
     return out
 
 

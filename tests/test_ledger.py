@@ -180,6 +180,21 @@ def test_related_claims_join_a_scoped_verdict_when_present(monkeypatch):
     assert [n["id"] for n in paper["numbers"]] == ["s1", "fob_lean_vs_hvp_peak"] and paper["verdict"] == ledger.IN_PART
     assert paper["numbers"][1]["scope"] == ("FO-B lean (iterates recomputed)", "vs HVP-MAML")
     assert paper["numbers"][1]["text"] == "Lean FO-B needs less memory than HVP-MAML: ratio 1.2"
+    both = dict(claim("fob_below_hvp_lean_or_checkpointed", "s", "e", "m", "confirmed"), experiment="memory")
+    assert ledger.paper_verdicts(base + [both])[0]["numbers"][1]["scope"] == (
+        "FO-B with checkpointed iterates", "FO-B lean (iterates recomputed)", "vs HVP-MAML")  # every word found
+
+
+def test_the_paired_studys_claims_join_claim_4a_scoped_by_activation_and_setting():
+    rows = [dict(claim(f"fob_{kind}_{act}_{setting}", "s", "e", "ratio 0.5; more", "confirmed"),
+                 experiment="mnist1d_paired") for kind in ("distance_within_noise_floor", "tracks_maml_paired") for act in ("relu", "gelu")
+            for setting in ("shared", "tuned")]
+    paper = next(p for p in ledger.paper_verdicts(rows) if p["claim"].startswith("4a"))
+    scopes = {n["id"]: n["scope"] for n in paper["numbers"]}
+    assert len(scopes) == 8 and paper["verdict"] == "confirmed"
+    assert scopes["fob_distance_within_noise_floor_relu_tuned"] == ("ReLU", "frozen patterns", ledger.TUNED)
+    assert scopes["fob_tracks_maml_paired_gelu_shared"] == ("GELU", "plain differences", ledger.SHARED)
+    assert paper["common"] == [ledger.PAIRED]
 
 
 def test_a_quick_reproduction_says_what_it_is_and_sets_itself_beside_the_committed_results(tmp_path, monkeypatch):
