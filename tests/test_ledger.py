@@ -187,7 +187,8 @@ def test_related_claims_join_a_scoped_verdict_when_present(monkeypatch):
 
 def test_the_paired_studys_claims_join_claim_4a_scoped_by_activation_and_setting():
     rows = [dict(claim(f"fob_{kind}_{act}_{setting}", "s", "e", "ratio 0.5; more", "confirmed"),
-                 experiment="mnist1d_paired") for kind in ("distance_within_noise_floor", "tracks_maml_paired") for act in ("relu", "gelu")
+                 experiment="mnist1d_paired")
+            for kind in ("distance_within_noise_floor", "tracks_maml_paired") for act in ("relu", "gelu")
             for setting in ("shared", "tuned")]
     paper = next(p for p in ledger.paper_verdicts(rows) if p["claim"].startswith("4a"))
     scopes = {n["id"]: n["scope"] for n in paper["numbers"]}
