@@ -112,3 +112,12 @@ def test_quick_config_runs_and_is_inconclusive(quick):
 
 def test_plot(quick, tmp_path):
     assert all(p.exists() for p in paired.plot(quick, tmp_path))
+
+
+def test_the_command_line_picks_cells_and_refuses_an_unknown_setting():
+    from fobtheory.cli import build_parser
+
+    args = build_parser().parse_args(["paired", "--settings", "shared", "--activations", "gelu", "--shots", "5"])
+    assert [c.key for c in paired.cells(paired.make_config(args))] == ["gelu/5shot/shared"]
+    with pytest.raises(ValueError, match="settings must be among"):
+        paired.make_config(build_parser().parse_args(["paired", "--settings", "best"]))
