@@ -790,8 +790,8 @@ def plot(results: dict, out_dir) -> list[Path]:
     cfg, s, recs = results["config"], results["summary"], results["records"]
     path = Path(out_dir) / f"{NAME}.png"
     colors = dict(plotting.METHOD_COLORS, fob_symmetric_lean=plotting.METHOD_COLORS["fob_symmetric"],
-                  fob_symmetric_ckpt="tab:olive", maml_hvp="tab:brown", maml_hvp_lean="tab:brown",
-                  maml_hvp_ckpt="tab:brown")
+                  fob_symmetric_ckpt="tab:olive", maml_hvp_lean=plotting.METHOD_COLORS["maml_hvp"],
+                  maml_hvp_ckpt=plotting.METHOD_COLORS["maml_hvp"])
     dashes = {"fob_symmetric_lean": "--", "fob_symmetric_ckpt": "-.", "maml_hvp_lean": "--", "maml_hvp_ckpt": "-."}
     cards = list(cfg["cards"])
     conv4 = s.get("conv4")
