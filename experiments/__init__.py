@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fobtheory import ledger
 from fobtheory.progress import track
-from fobtheory.results import load_results, write_json_atomic
+from fobtheory.results import claim_line, load_results, write_json_atomic
 
 # CLI command -> module of this package, in the order `fobtheory reproduce` runs them
 COMMANDS = {
@@ -85,7 +85,7 @@ def execute(command: str, *, quick: bool = False, seed: int = 0, out=None, devic
     figures = mod.plot(results, out)
     echo(f"wrote {path} and {', '.join(str(f) for f in figures)} in {results['summary']['seconds']:.1f} s")
     for c in results["claims"]:
-        echo(f"  [{c['verdict']:>12}] {c['id']}: {c['measured']}")
+        echo(claim_line(c))
     return results
 
 

@@ -33,7 +33,7 @@ from fobtheory import plotting
 from fobtheory.experiments import mnist1d, mnist1d_select
 from fobtheory.nn import flatten, loss_gradient, meta_gradient_batch, parameter_spec, unflatten
 from fobtheory.progress import track
-from fobtheory.results import claim, make_results, save_figure, verdict, write_json_atomic
+from fobtheory.results import claim, claim_line, make_results, save_figure, verdict, write_json_atomic
 
 NAME = "fo_maml_collapse"
 
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     path = write_json_atomic(out / f"{NAME}.json", results)
     print(f"wrote {path} and {', '.join(map(str, plot(results, out)))}")
     for c in results["claims"]:
-        print(f"  [{c['verdict']:>12}] {c['id']}: {c['measured']}")
+        print(claim_line(c))
     return 0
 
 

@@ -32,7 +32,7 @@ from fobtheory.experiments.memory_scale import (MIB, config as scale_config, cud
                                                  variant_options)
 from fobtheory.memory import measure, peak_bytes
 from fobtheory.nn import CNN1D, meta_gradient_batch
-from fobtheory.results import claim, load_results, make_results, verdict, write_json_atomic
+from fobtheory.results import claim, claim_line, load_results, make_results, verdict, write_json_atomic
 
 NAME = "memory_cuda_check"
 # FO-B symmetric variants, fastest first (those of memory_scale, plus stored iterates with one
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     path = write_json_atomic(Path(args.out) / f"{NAME}.json", results)
     print(f"wrote {path} in {results['summary']['seconds']:.1f} s")
     for c in results["claims"]:
-        print(f"  [{c['verdict']:>12}] {c['id']}: {c['measured']}")
+        print(claim_line(c))
     return 0
 
 

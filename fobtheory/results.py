@@ -56,6 +56,11 @@ def claim(id: str, statement: str, expected: str, measured: str, verdict: str) -
     return {"id": id, "statement": statement, "expected": expected, "measured": measured, "verdict": verdict}
 
 
+def claim_line(c: dict) -> str:
+    """One claim as the terminal line the commands print: verdict, id, measured."""
+    return f"  [{c['verdict']:>12}] {c['id']}: {c['measured']}"
+
+
 def verdict(supported: bool, contradicted: bool) -> str:
     """``confirmed`` when the data support the claim, ``refuted`` when they contradict it,
     ``inconclusive`` when neither (or, inconsistently, both)."""
