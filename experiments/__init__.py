@@ -70,13 +70,21 @@ def default_out(quick: bool) -> Path:
     return Path("runs/quick") if quick else Path("figures")
 
 
+def runs_under(cfg: dict, out) -> dict:
+    """``cfg`` with a campaign's per-run results beside its summary: a ``results_dir`` under
+    ``figures/`` (the default) moves to the same place under ``out``."""
+    runs = cfg.get("results_dir")
+    if not runs or Path(runs).parts[0] != "figures":
+        return cfg
+    return cfg | {"results_dir": str(Path(out) / Path(runs).relative_to("figures"))}
+
+
 def execute(command: str, *, quick: bool = False, seed: int = 0, out=None, device: str = "cpu",
             overrides: dict | None = None, echo=print) -> dict:
     """Run one experiment and write ``<out>/<NAME>.json`` and its figure(s)."""
     mod = module(command)
     out = Path(out) if out is not None else default_out(quick)
-    cfg = mod.config(quick=quick, seed=seed, device=device)
-    cfg.update(overrides or {})
+    cfg = runs_under(mod.config(quick=quick, seed=seed, device=device) | (overrides or {}), out)
     start = time.perf_counter()
     results = mod.run(cfg)
     results["summary"]["seconds"] = round(time.perf_counter() - start, 2)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fobtheory.nn import ALL_METHODS, meta_gradient_batch
+from fobtheory.nn import ALL_METHODS, meta_gradient
 from fobtheory.results import claim, make_results, verdict, write_json_atomic
 
 NAME = "second_order_cuda_check"
@@ -60,8 +60,24 @@ def _kernels(network: str, fast: bool):
     return nullcontext() if fast else torch.backends.cudnn.flags(enabled=False)
 
 
+def _meta_gradients(model, supports, queries, method: str, **kw) -> torch.Tensor:
+    """(tasks, P) float32: each task's meta-gradient, one task at a time (cuDNN's RNN kernels
+    refuse ``vmap``'s batched tensors, so no method may vectorise over tasks here)."""
+    rows = [meta_gradient(model, (xs, ys), (xq, yq), method=method, **kw)
+            for xs, ys, xq, yq in zip(*supports, *queries)]
+    return torch.stack([torch.cat([t.flatten() for t in row.values()]) for row in rows]).float()
+
+
+def _error(estimate: torch.Tensor, ref: torch.Tensor) -> float:
+    """Largest relative error over tasks."""
+    return float(((estimate - ref).norm(dim=1) / ref.norm(dim=1)).max())
+
+
 def run(device="cuda", tasks=4, inner_steps=2, alpha=0.1, delta=1e-2, seed=0) -> dict:
-    records = []
+    """Per network: MAML on the reference kernel is the truth; each method runs on the fast
+    kernel (an error or the refusal), and FO-B symmetric also on the reference kernel: its own
+    error there (float32 or half roundoff plus O(delta^2)) is the floor FO-B on the fast kernel is held to."""
+    records, floors = [], {}
     g = torch.Generator().manual_seed(seed)
     pair = lambda n: (torch.randn(tasks, n, 1, 40, generator=g).to(device),  # noqa: E731
                       (torch.arange(n) % 5).repeat(tasks, 1).to(device))
@@ -75,14 +91,12 @@ def run(device="cuda", tasks=4, inner_steps=2, alpha=0.1, delta=1e-2, seed=0) ->
             supports_, queries_ = supports, queries
         kw = dict(alpha=alpha, inner_steps=inner_steps, delta=delta)
         with _kernels(network, fast=False):
-            ref = torch.cat([t.flatten(1) for t in meta_gradient_batch(model, supports_, queries_, method="maml",
-                                                                       **kw).values()], 1).float()
+            ref = _meta_gradients(model, supports_, queries_, "maml", **kw)
+            floors[network] = _error(_meta_gradients(model, supports_, queries_, "fob_symmetric", **kw), ref)
         for method in ALL_METHODS:
             try:
                 with _kernels(network, fast=True):
-                    out = meta_gradient_batch(model, supports_, queries_, method=method, **kw)
-                flat = torch.cat([t.flatten(1) for t in out.values()], 1).float()
-                error = float(((flat - ref).norm(dim=1) / ref.norm(dim=1)).max())
+                    error = _error(_meta_gradients(model, supports_, queries_, method, **kw), ref)
                 records.append(dict(network=network, method=method, error=error, failure=""))
             except (RuntimeError, ValueError, NotImplementedError) as e:
                 records.append(dict(network=network, method=method, error=None, failure=str(e).splitlines()[0][:300]))
@@ -90,18 +104,20 @@ def run(device="cuda", tasks=4, inner_steps=2, alpha=0.1, delta=1e-2, seed=0) ->
     claims = []
     for network in ("attention", "gru"):
         second = [by[(network, m)] for m in ("maml", "maml_hvp")]
-        fob = by[(network, "fob_symmetric")]
+        fob, floor = by[(network, "fob_symmetric")], floors[network]
         claims.append(claim(
             f"{network}_only_first_order_runs",
             f"On the fast CUDA kernel ({network}), second-order MAML cannot run and FO-B matches MAML on the "
-            "reference kernel",
-            "maml and maml_hvp fail; FO-B symmetric within 1e-2 of the reference (float32 / half)",
+            "reference kernel as closely as FO-B on the reference kernel does",
+            "maml and maml_hvp fail (raise); FO-B symmetric's error on the fast kernel <= 2x its error on the "
+            "reference kernel (its own roundoff and truncation floor, same precision)",
             f"maml: {second[0]['failure'] or second[0]['error']}; maml_hvp: {second[1]['failure'] or second[1]['error']}; "
-            f"FO-B symmetric {fob['error']}",
-            verdict(all(r["error"] is None for r in second) and fob["error"] is not None and fob["error"] <= 1e-2,
-                    fob["error"] is None or fob["error"] > 1e-1)))
+            f"FO-B symmetric {fob['error']} on the fast kernel, {floor:.3g} on the reference kernel",
+            verdict(all(r["error"] is None for r in second) and fob["error"] is not None and fob["error"] <= 2 * floor,
+                    fob["error"] is None or fob["error"] > 10 * floor)))
     cfg = dict(device=device, tasks=tasks, inner_steps=inner_steps, alpha=alpha, delta=delta, seed=seed)
-    return make_results(NAME, cfg, records, {"devices": torch.cuda.get_device_name(0)}, claims, device=device)
+    return make_results(NAME, cfg, records, {"devices": torch.cuda.get_device_name(0), "fob_floor": floors},
+                        claims, device=device)
 
 
 def main(argv=None) -> int:

@@ -70,10 +70,10 @@ def experiment(args) -> int:
 
         overrides.update(campaign_overrides(args))
     if getattr(args, "plan", False):
-        from .experiments import module
+        from .experiments import module, runs_under
 
         mod = module(args.command)
-        print(mod.plan(mod.make_config(args)))
+        print(mod.plan(runs_under(mod.make_config(args), output_folder(args.out, args.quick))))
         return 0
     execute(args.command, quick=args.quick, seed=args.seed, out=output_folder(args.out, args.quick), device=device,
             overrides=overrides)
