@@ -7,6 +7,7 @@ import pytest
 from fobtheory import campaign
 from fobtheory.cli import main as cli
 from fobtheory.experiments import mnist1d, runs_under
+from fobtheory.experiments import mnist1d_paired as paired
 from fobtheory.experiments import mnist1d_select as sel
 from fobtheory.results import DamagedResult, load_results
 
@@ -81,12 +82,13 @@ def test_select_plan_lists_damaged_files_as_broken_and_select_names_them(tmp_pat
     assert all(str(r.job.path) in err for r in runs) and "delete them, and they will be recomputed" in err
 
 
-@pytest.mark.parametrize("command, runs", [("mnist1d", "mnist1d-runs"), ("select", "mnist1d-runs"),
-                                           ("paired", "mnist1d_paired-runs")])
-def test_out_moves_the_per_run_results_with_the_summary(command, runs, tmp_path, capsys):
+def test_out_moves_the_per_run_results_with_the_summary(tmp_path, capsys):
     """``--out`` moves a full campaign's run files too: none is read from, or written to, figures/."""
-    assert cli([command, "--plan", "--out", str(tmp_path), "--activations", "gelu"]) == 0
-    out = capsys.readouterr().out
-    assert f"results under {tmp_path / runs}" in out and " 0 committed" in out
-    assert runs_under({"results_dir": f"figures/{runs}"}, "figures") == {"results_dir": f"figures/{runs}"}
+    for mod, runs in ((mnist1d, "mnist1d-runs"), (sel, "mnist1d-runs"), (paired, "mnist1d_paired-runs")):
+        cfg = mod.config(quick=False)
+        assert runs_under(cfg, "figures")["results_dir"] == f"figures/{runs}"
+        assert runs_under(cfg, tmp_path)["results_dir"] == str(tmp_path / runs)
     assert runs_under({"results_dir": "/elsewhere"}, tmp_path) == {"results_dir": "/elsewhere"}
+    assert cli(["paired", "--plan", "--out", str(tmp_path), "--activations", "gelu", "--shots", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"results under {tmp_path / 'mnist1d_paired-runs'}" in out and " 0 committed" in out
