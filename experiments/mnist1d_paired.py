@@ -178,7 +178,9 @@ def seed_plan(cfg) -> dict:
     seeds run (``cfg['seeds']`` when given; else the seeds needed, at least ``min_seeds``, or
     ``min_seeds`` where more than ``max_seeds`` are needed: there the +-margin test cannot be
     decided within the budget, and the noise-floor comparison is the test). A cell without
-    committed pairs uses the pooled spread of the cells that have them."""
+    committed pairs uses the pooled spread of the cells that have them. Two stages, each fixed
+    before it runs: once a cell's first seeds are committed, their own spread may ask for more
+    (:func:`_first_stage`), up to ``max_seeds``."""
     cs = cells(cfg)
     selection = _selection(cfg) if Path(cfg["selection"]).exists() else {"records": []}
     diffs = {c.key: paired_spread(selection, c, c.activation in cfg["frozen_activations"]) for c in cs}
@@ -193,9 +195,25 @@ def seed_plan(cfg) -> dict:
             if sd is not None else None
         base = cfg["seed"]
         n = max(needed, cfg["min_seeds"]) if needed is not None and needed <= cfg["max_seeds"] else cfg["min_seeds"]
-        out[c.key] = dict(differences=d, sd=sd, pooled=len(d) < 2, needed=needed,
+        sd_here, needed_here = _first_stage(cfg, c, n) if cfg["seeds"] is None else (None, None)
+        if needed_here is not None and n < needed_here <= cfg["max_seeds"]:
+            n = needed_here
+        out[c.key] = dict(differences=d, sd=sd, pooled=len(d) < 2, needed=needed, sd_here=sd_here,
+                          needed_here=needed_here,
                           seeds=list(cfg["seeds"]) if cfg["seeds"] is not None else list(range(base, base + n)))
     return out
+
+
+def _first_stage(cfg, cell: Cell, n: int) -> tuple[float | None, int | None]:
+    """The second stage of a cell's seed plan: once its first ``n`` units are committed, the spread
+    of their FO-B - MAML test accuracies and the seeds it needs (:func:`seeds_needed`); the plan
+    then runs up to that many (no more than ``max_seeds``). (None, None) before that."""
+    units = [campaign.read(result_path(cfg, cell, cfg["seed"] + i)) for i in range(n)]
+    if n < 2 or any(u is None for u in units):
+        return None, None
+    sd = float(np.std([np.mean(u["accuracy"]["fob_symmetric"]) - np.mean(u["accuracy"]["maml"]) for u in units],
+                      ddof=1))
+    return sd, seeds_needed(sd, cfg["margin"], alpha=cfg["equivalence_alpha"], power=cfg["power"])
 
 
 def run_key(cfg, cell: Cell) -> str:
@@ -368,8 +386,10 @@ def plan(cfg) -> str:
         diffs = ", ".join(f"{d:+.1f}" for d in p["differences"]) or "none"
         spread = "no spread measured" if p["sd"] is None else \
             f"sd {p['sd']:.2f}{' (pooled over cells)' if p['pooled'] else ''}"
-        short = p["needed"] is not None and p["needed"] > len(p["seeds"])
-        lines.append(f"  {key:<18} differences {diffs}; {spread}; needs {p['needed']}; runs {len(p['seeds'])}"
+        short = max(p["needed"] or 0, p["needed_here"] or 0) > len(p["seeds"])
+        here = "" if p["needed_here"] is None else \
+            f"; its first seeds' sd {p['sd_here']:.2f} needs {p['needed_here']}"
+        lines.append(f"  {key:<18} differences {diffs}; {spread}; needs {p['needed']}{here}; runs {len(p['seeds'])}"
                      + (f" (more than max_seeds {cfg['max_seeds']} needed: the +-{cfg['margin']:g} claim cannot be "
                         "decided within the budget; the noise floor is the test here)" if short else ""))
     every = jobs(cfg, seeds)
@@ -453,6 +473,7 @@ def _cell_summary(units, cfg) -> dict:
     ratio = np.log([c["distance_fob_symmetric"] / c["distance_maml_perturbed"] for c in last])
     log_ratio = paired_interval(ratio)
     profiles = [c for u in units for c in u["curve"]]
+    spread = float(np.std(acc["fob_symmetric"] - acc["maml"], ddof=1)) if len(units) >= 2 else None
     miss = lambda c, model: abs(np.log(max(c["low_share"], 1e-300) / c[f"low_share_{model}"]))  # noqa: E731
     closer = [miss(c, "relative") < miss(c, "absolute") for c in profiles]
     return dict(
@@ -463,6 +484,8 @@ def _cell_summary(units, cfg) -> dict:
         accuracy={a: float(acc[a].mean()) for a in ARMS}, accuracy_early={a: float(early[a].mean()) for a in ARMS},
         fob_minus_maml=paired_interval(acc["fob_symmetric"] - acc["maml"], level),
         fob_minus_maml_early=paired_interval(early["fob_symmetric"] - early["maml"], level),
+        sd_here=spread, needed_here=seeds_needed(spread, cfg["margin"], alpha=cfg["equivalence_alpha"],
+                                                 power=cfg["power"]) if spread is not None else None,
         perturbed_minus_maml=paired_interval(acc["maml_perturbed"] - acc["maml"], level),
         departure_excess=paired_interval(np.abs(acc["fob_symmetric"] - acc["maml"])
                                          - np.abs(acc["maml_perturbed"] - acc["maml"])),
@@ -476,7 +499,8 @@ def _cell_summary(units, cfg) -> dict:
 
 
 def summarize(results, cfg, plan_) -> tuple[dict, list[dict]]:
-    summary = dict(cells={}, seeds={k: {key: p[key] for key in ("sd", "needed", "seeds")} for k, p in plan_.items()},
+    kept = ("sd", "needed", "sd_here", "needed_here", "seeds")
+    summary = dict(cells={}, seeds={k: {key: p[key] for key in kept} for k, p in plan_.items()},
                    process_hours=sum(r["seconds"] for r in results) / 3600)
     by_cell = {}
     for c in cells(cfg):
@@ -546,7 +570,9 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
                     f"FO-B-MAML's {which} test accuracy is within +-{m:g} point of MAML's, paired by seed ({where})",
                     f"paired {level} interval of FO-B - MAML inside +-{m:g} point (TOST)",
                     "FO-B - MAML, points: " + per_shot(field, _fmt) + "; seeds needed at the committed paired "
-                    "spread: " + ", ".join(f"{c.shots}-shot {summary['seeds'][c.key]['needed']}" for c, _ in keyed),
+                    "spread: " + ", ".join(f"{c.shots}-shot {summary['seeds'][c.key]['needed']}" for c, _ in keyed)
+                    + "; at this campaign's: " + ", ".join(f"{c.shots}-shot {s['needed_here']} (sd {s['sd_here']:.2f})"
+                                                          for c, s in keyed if s["sd_here"] is not None),
                     decide(field, lambda d: d["low"] is not None and d["low"] >= -m and d["high"] <= m,
                            lambda d: d["low"] is not None and (d["low"] > m or d["high"] < -m))))
     return out

@@ -101,6 +101,24 @@ def test_seed_plan_reads_the_committed_spread():
             assert p["sd"] == pytest.approx(np.std(p["differences"], ddof=1))
 
 
+@pytest.mark.parametrize("sd, more", [(0.0, False), (0.8, True), (3.0, False)])
+def test_a_cells_first_seeds_can_ask_for_more(tmp_path, sd, more):
+    """Stage 2: the committed first seeds' own spread sets the seed count, within max_seeds."""
+    cfg = dict(paired.config(), results_dir=str(tmp_path), activations=["gelu"], shots=[5], settings=["shared"])
+    cell = paired.cells(cfg)[0]
+    assert paired.seed_plan(cfg)[cell.key]["needed_here"] is None  # nothing committed yet
+    n = cfg["min_seeds"]
+    diffs = sd * np.sqrt(n - 1) * np.array([1.0, -1.0, 0, 0, 0]) / np.sqrt(2)  # sample sd exactly `sd`
+    for seed, d in enumerate(diffs):
+        campaign.commit(paired.result_path(cfg, cell, seed), {"accuracy": {"maml": [50.0, 52.0],
+                                                                           "fob_symmetric": [51.0 + d, 51.0 + d]}})
+    p = paired.seed_plan(cfg)[cell.key]
+    assert p["sd_here"] == pytest.approx(sd, abs=1e-12)
+    needed = paired.seeds_needed(sd, cfg["margin"], alpha=cfg["equivalence_alpha"], power=cfg["power"])
+    assert p["needed_here"] == needed and (needed > cfg["max_seeds"]) == (sd == 3.0)
+    assert len(p["seeds"]) == (needed if more else n)
+
+
 def test_quick_config_runs_and_is_inconclusive(quick):
     assert quick["claims"] and all(c["verdict"] == "inconclusive" for c in quick["claims"])
     assert all("not decided at this budget" in c["measured"] for c in quick["claims"])
