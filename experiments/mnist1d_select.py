@@ -351,10 +351,11 @@ def plan(cfg, data=None) -> str:
 
 
 def _next_seed(todo: list[campaign.Job]) -> list[campaign.Job]:
-    """The pending jobs of the lowest seed, the costliest first: an interrupted campaign leaves whole seeds."""
+    """The pending jobs of the lowest seed, the grid's first (its choice decides which runs follow),
+    then the costliest first: an interrupted campaign leaves whole seeds and a decided grid."""
     seed = min(j.args[1].seed for j in todo)
     return sorted((j for j in todo if j.args[1].seed == seed),
-                  key=lambda j: -j.args[0]["meta_steps"] * j.args[0]["inner_steps"])
+                  key=lambda j: (not j.stage.startswith("grid"), -j.args[0]["meta_steps"] * j.args[0]["inner_steps"]))
 
 
 def train_pending(cfg) -> None:

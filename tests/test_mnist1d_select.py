@@ -305,6 +305,14 @@ def test_plan_lists_the_pending_units_and_the_cost(tiny, capsys):
     assert "grid round 1" in capsys.readouterr().out
 
 
+def test_the_grid_goes_first_within_the_lowest_seed(tiny):
+    todo = [r.job for r in sel.jobs(tiny)]
+    batch = sel._next_seed(todo)
+    stages = [j.stage.startswith("grid") for j in batch]
+    assert any(stages) and not all(stages) and stages == sorted(stages, reverse=True)
+    assert {j.args[1].seed for j in batch} == {min(j.args[1].seed for j in todo)}
+
+
 @pytest.mark.slow
 def test_parallel_workers_commit_the_same_runs_as_one_process(tiny, tmp_path, monkeypatch):
     serial = sel.run(dict(tiny), echo=lambda *_: None)
