@@ -569,7 +569,9 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
                     f"fob_tracks_maml_paired_{act}_{setting}_{'final' if which == 'final' else 'early'}",
                     f"FO-B-MAML's {which} test accuracy is within +-{m:g} point of MAML's, paired by seed ({where})",
                     f"paired {level} interval of FO-B - MAML inside +-{m:g} point (TOST)",
-                    "FO-B - MAML, points: " + per_shot(field, _fmt) + "; seeds needed at the committed paired "
+                    "FO-B - MAML, points: " + per_shot(field, _fmt) + "; MAML perturbed - MAML (final, the same "
+                    "test on MAML itself): " + ", ".join(f"{c.shots}-shot {_fmt(s['perturbed_minus_maml'])}"
+                                                         for c, s in keyed) + "; seeds needed at the committed paired "
                     "spread: " + ", ".join(f"{c.shots}-shot {summary['seeds'][c.key]['needed']}" for c, _ in keyed)
                     + "; at this campaign's: " + ", ".join(f"{c.shots}-shot {s['needed_here']} (sd {s['sd_here']:.2f})"
                                                           for c, s in keyed if s["sd_here"] is not None),
