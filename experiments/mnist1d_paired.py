@@ -180,7 +180,7 @@ def seed_plan(cfg) -> dict:
     decided within the budget, and the noise-floor comparison is the test). A cell without
     committed pairs uses the pooled spread of the cells that have them. Two stages, each fixed
     before it runs: once a cell's first seeds are committed, their own spread may ask for more
-    (:func:`_first_stage`), up to ``max_seeds``."""
+    (:func:`_first_stage_spread`), up to ``max_seeds``."""
     cs = cells(cfg)
     selection = _selection(cfg) if Path(cfg["selection"]).exists() else {"records": []}
     diffs = {c.key: paired_spread(selection, c, c.activation in cfg["frozen_activations"]) for c in cs}
@@ -191,11 +191,10 @@ def seed_plan(cfg) -> dict:
     for c in cs:
         d = diffs[c.key]
         sd = float(np.std(d, ddof=1)) if len(d) >= 2 else pooled
-        needed = seeds_needed(sd, cfg["margin"], alpha=cfg["equivalence_alpha"], power=cfg["power"]) \
-            if sd is not None else None
+        needed = _needed(sd, cfg)
         base = cfg["seed"]
         n = max(needed, cfg["min_seeds"]) if needed is not None and needed <= cfg["max_seeds"] else cfg["min_seeds"]
-        sd_here, needed_here = _first_stage(cfg, c, n) if cfg["seeds"] is None else (None, None)
+        sd_here, needed_here = _first_stage_spread(cfg, c, n) if cfg["seeds"] is None else (None, None)
         if needed_here is not None and n < needed_here <= cfg["max_seeds"]:
             n = needed_here
         out[c.key] = dict(differences=d, sd=sd, pooled=len(d) < 2, needed=needed, sd_here=sd_here,
@@ -204,16 +203,25 @@ def seed_plan(cfg) -> dict:
     return out
 
 
-def _first_stage(cfg, cell: Cell, n: int) -> tuple[float | None, int | None]:
-    """The second stage of a cell's seed plan: once its first ``n`` units are committed, the spread
-    of their FO-B - MAML test accuracies and the seeds it needs (:func:`seeds_needed`); the plan
-    then runs up to that many (no more than ``max_seeds``). (None, None) before that."""
+def _needed(sd: float | None, cfg) -> int | None:
+    """:func:`seeds_needed` at ``cfg``'s margin, level and power (None without a spread)."""
+    return None if sd is None else seeds_needed(sd, cfg["margin"], alpha=cfg["equivalence_alpha"], power=cfg["power"])
+
+
+def _own_spread(differences, cfg) -> tuple[float | None, int | None]:
+    """The sd of per-seed FO-B - MAML differences and the seeds it needs ((None, None) under 2 seeds)."""
+    sd = float(np.std(differences, ddof=1)) if len(differences) >= 2 else None
+    return sd, _needed(sd, cfg)
+
+
+def _first_stage_spread(cfg, cell: Cell, n: int) -> tuple[float | None, int | None]:
+    """A cell's first stage, once its first ``n`` units are committed: the spread of their FO-B -
+    MAML test accuracies and the seeds it needs (:func:`_own_spread`), for the second stage to run
+    (no more than ``max_seeds``). (None, None) before that."""
     units = [campaign.read(result_path(cfg, cell, cfg["seed"] + i)) for i in range(n)]
-    if n < 2 or any(u is None for u in units):
+    if any(u is None for u in units):
         return None, None
-    sd = float(np.std([np.mean(u["accuracy"]["fob_symmetric"]) - np.mean(u["accuracy"]["maml"]) for u in units],
-                      ddof=1))
-    return sd, seeds_needed(sd, cfg["margin"], alpha=cfg["equivalence_alpha"], power=cfg["power"])
+    return _own_spread([np.mean(u["accuracy"]["fob_symmetric"]) - np.mean(u["accuracy"]["maml"]) for u in units], cfg)
 
 
 def run_key(cfg, cell: Cell) -> str:
@@ -473,7 +481,7 @@ def _cell_summary(units, cfg) -> dict:
     ratio = np.log([c["distance_fob_symmetric"] / c["distance_maml_perturbed"] for c in last])
     log_ratio = paired_interval(ratio)
     profiles = [c for u in units for c in u["curve"]]
-    spread = float(np.std(acc["fob_symmetric"] - acc["maml"], ddof=1)) if len(units) >= 2 else None
+    sd_here, needed_here = _own_spread(acc["fob_symmetric"] - acc["maml"], cfg)
     miss = lambda c, model: abs(np.log(max(c["low_share"], 1e-300) / c[f"low_share_{model}"]))  # noqa: E731
     closer = [miss(c, "relative") < miss(c, "absolute") for c in profiles]
     return dict(
@@ -484,8 +492,7 @@ def _cell_summary(units, cfg) -> dict:
         accuracy={a: float(acc[a].mean()) for a in ARMS}, accuracy_early={a: float(early[a].mean()) for a in ARMS},
         fob_minus_maml=paired_interval(acc["fob_symmetric"] - acc["maml"], level),
         fob_minus_maml_early=paired_interval(early["fob_symmetric"] - early["maml"], level),
-        sd_here=spread, needed_here=seeds_needed(spread, cfg["margin"], alpha=cfg["equivalence_alpha"],
-                                                 power=cfg["power"]) if spread is not None else None,
+        sd_here=sd_here, needed_here=needed_here,
         perturbed_minus_maml=paired_interval(acc["maml_perturbed"] - acc["maml"], level),
         departure_excess=paired_interval(np.abs(acc["fob_symmetric"] - acc["maml"])
                                          - np.abs(acc["maml_perturbed"] - acc["maml"])),

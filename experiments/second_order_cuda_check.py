@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fobtheory.nn import ALL_METHODS, meta_gradient
+from fobtheory.nn import ALL_METHODS, flatten, meta_gradient
 from fobtheory.results import claim, make_results, verdict, write_json_atomic
 
 NAME = "second_order_cuda_check"
@@ -63,9 +63,8 @@ def _kernels(network: str, fast: bool):
 def _meta_gradients(model, supports, queries, method: str, **kw) -> torch.Tensor:
     """(tasks, P) float32: each task's meta-gradient, one task at a time (cuDNN's RNN kernels
     refuse ``vmap``'s batched tensors, so no method may vectorise over tasks here)."""
-    rows = [meta_gradient(model, (xs, ys), (xq, yq), method=method, **kw)
-            for xs, ys, xq, yq in zip(*supports, *queries)]
-    return torch.stack([torch.cat([t.flatten() for t in row.values()]) for row in rows]).float()
+    return torch.stack([flatten(meta_gradient(model, (xs, ys), (xq, yq), method=method, **kw))
+                        for xs, ys, xq, yq in zip(*supports, *queries)]).float()
 
 
 def _error(estimate: torch.Tensor, ref: torch.Tensor) -> float:
