@@ -770,20 +770,16 @@ def main(argv=None) -> int:
     """``--plan``: the cost and the pending units; otherwise train the pending units on
     ``--executor`` (:func:`train_pending`) until every unit is committed."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def body():
         cfg = make_config(args)
         print(plan(cfg))
         if args.plan:
-            return 0
+            return None
         train_pending(cfg)
-    except ValueError as err:
-        print(f"mnist1d_select: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        print(f"mnist1d_select: {err}", file=sys.stderr)
-        return 1
-    print("all units committed; `fobtheory select` with the same options assembles mnist1d_select.json")
-    return 0
+        return "all units committed; `fobtheory select` with the same options assembles mnist1d_select.json"
+
+    return campaign.command("mnist1d_select", body)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 
+from fobtheory import campaign
 from fobtheory.experiments import mnist1d
 
 
@@ -32,20 +33,16 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def body():
         cfg = mnist1d.make_config(args)
         print(mnist1d.plan(cfg))
         if args.dry_run:
-            return 0
+            return None
         mnist1d.train_all(lambda: mnist1d.jobs(cfg), cfg, "mnist1d runs")
-    except ValueError as err:
-        print(f"run_parallel: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        print(f"run_parallel: {err}", file=sys.stderr)
-        return 1
-    print("all units committed; `fobtheory mnist1d` with the same options assembles the results")
-    return 0
+        return "all units committed; `fobtheory mnist1d` with the same options assembles the results"
+
+    return campaign.command("run_parallel", body)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import multiprocessing
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -252,6 +253,23 @@ def cluster_options(pairs) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def command(name: str, body: Callable[[], str | None]) -> int:
+    """Exit status of a campaign entry point: ``body()`` plans or trains and returns its last
+    line (None: nothing to add); a bad value (ValueError) ends it with status 2, a failed unit
+    (RuntimeError) with 1, each with one line on stderr."""
+    try:
+        last = body()
+    except ValueError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"{name}: {err}", file=sys.stderr)
+        return 1
+    if last:
+        print(last)
+    return 0
 
 
 def failure(failed: list[str]) -> str:

@@ -92,3 +92,17 @@ def test_out_moves_the_per_run_results_with_the_summary(tmp_path, capsys):
     assert cli(["paired", "--plan", "--out", str(tmp_path), "--activations", "gelu", "--shots", "1"]) == 0
     out = capsys.readouterr().out
     assert f"results under {tmp_path / 'mnist1d_paired-runs'}" in out and " 0 committed" in out
+
+
+@pytest.mark.parametrize("error, status", [(None, 0), (ValueError("workers must be >= 1"), 2),
+                                           (RuntimeError("1 unit(s) failed: a"), 1)])
+def test_campaign_commands_end_with_one_line_and_the_status_of_what_stopped_them(error, status, capsys):
+    def body():
+        if error is not None:
+            raise error
+        return "all units committed"
+
+    assert campaign.command("select", body) == status
+    out, err = capsys.readouterr()
+    assert (out, err) == (("all units committed\n", "") if error is None else
+                          ("", f"select: {'error: ' if status == 2 else ''}{error}\n"))
