@@ -49,7 +49,7 @@ from fobtheory import campaign, plotting
 from fobtheory.data import EpisodeSampler, cache_dir, load_mnist1d
 from fobtheory.memory import wall_time
 from fobtheory.nn import CNN1D, METHODS, adapted_accuracy, meta_gradient_batch
-from fobtheory.results import claim, environment, make_results, save_figure, verdict
+from fobtheory.results import DamagedResult, claim, environment, make_results, read_json, save_figure, verdict
 
 NAME = "mnist1d"
 TRAINING_VERSION = 3  # bump when a change to training, estimators or data alters a run's numbers
@@ -451,6 +451,69 @@ def measure_seconds(cfg, data, keys, rounds: int) -> dict:
     return {key: (float(np.median(steps[key][1:])), float(np.median(episodes[key][1:]))) for key in keys}
 
 
+# what a run's step time depends on besides its cost key: entries of its folder's config.json,
+# and facts of the machine that trained it (its environment)
+COST_KEYS = ("ways", "queries", "width", "depth", "meta_batch", "dtype")
+MACHINE_KEYS = ("machine", "cpu_count", "torch", "device", "torch_threads")
+
+
+def committed_step_seconds(root, cfg) -> dict[tuple, list[float]]:
+    """``{(activation, method, frozen, K, shots): [seconds per meta-step]}`` of the runs committed
+    under ``root`` (every run key; None: none) with ``cfg``'s network and episodes
+    (:data:`COST_KEYS`), trained on a machine like this one with ``cfg``'s device and threads
+    (:data:`MACHINE_KEYS`): the step times of a campaign as it ran, its workers sharing the
+    cores. Kink-guarded runs and unreadable files are left out (plans list the latter)."""
+    if root is None:
+        return {}
+    here = dict(environment(cfg["device"]), torch_threads=cfg["torch_threads"] or 1)
+    out: dict[tuple, list[float]] = {}
+    for info_path in sorted(Path(root).glob("*/config.json")):
+        try:
+            info = read_json(info_path)
+        except DamagedResult:
+            continue
+        if "inner_steps" not in info or any(info.get(k) != cfg[k] for k in COST_KEYS):
+            continue
+        for path in sorted(info_path.parent.glob("*.json")):
+            try:
+                r = read_json(path)
+            except DamagedResult:
+                continue
+            env = r.get("environment") or {}
+            if path == info_path or r.get("seconds_per_step") is None or r.get("kink_guard") \
+                    or any(env.get(k) != here[k] for k in MACHINE_KEYS):
+                continue
+            key = (r["activation"], r["method"], bool(r["freeze_pattern"]), info["inner_steps"], r["shots"])
+            out.setdefault(key, []).append(r["seconds_per_step"])
+    return out
+
+
+def calibrate(seconds: dict, committed: dict) -> tuple[dict, str]:
+    """``seconds`` (:func:`measure_seconds`, live) as a campaign on this machine meets them: a key
+    with ``committed`` step times (:func:`committed_step_seconds`) takes their median, and its
+    episode time the same ratio r to the live step time; every other key is scaled by the median
+    r over those keys. A live measurement in a quiet process misses what a campaign's workers
+    cost each other (r about 1.8 on 2 cores). Returns the table and a line saying what it used."""
+    ratios = {k: float(np.median(committed[k])) / seconds[k][0] for k in seconds if committed.get(k)}
+    if not ratios:
+        return seconds, "step times: measured now in this process (no committed run of these settings from a " \
+                        "machine like this one to calibrate them)"
+    typical = float(np.median(list(ratios.values())))
+    out = {k: (step * ratios.get(k, typical), episode * ratios.get(k, typical))
+           for k, (step, episode) in seconds.items()}
+    runs = sum(len(committed[k]) for k in ratios)
+    return out, (f"step times: the median of {runs} committed runs for {len(ratios)} of {len(seconds)} settings "
+                 f"({typical:.2f}x the live measurement, median over them); the other settings' live times "
+                 f"scaled by {typical:.2f}")
+
+
+def plan_seconds(cfg, data, keys, rounds: int, root) -> tuple[dict, str]:
+    """:func:`measure_seconds` of ``keys``, calibrated (:func:`calibrate`) by the runs committed under ``root``."""
+    if not keys:
+        return {}, ""
+    return calibrate(measure_seconds(cfg, data, keys, rounds), committed_step_seconds(root, cfg))
+
+
 # ---------------------------------------------------------------------------------------------
 # timing
 
@@ -740,8 +803,9 @@ def plan(cfg) -> str:
     todo = [j.args[1] for j in campaign.pending(jobs(cfg))]
     keys = {(u.activation, u.method, u.frozen, cfg["inner_steps"], u.shots) for u in todo}
     with threads(cfg["torch_threads"]):
-        seconds = measure_seconds(cfg, _data(cfg), keys, 1) if keys else {}
-    return campaign.describe(jobs(cfg), job_seconds(seconds), cfg["results_dir"] or "the cache")
+        seconds, source = plan_seconds(cfg, _data(cfg), keys, 1, cfg["results_dir"])
+    return "\n".join(filter(None, [source, campaign.describe(jobs(cfg), job_seconds(seconds),
+                                                             cfg["results_dir"] or "the cache")]))
 
 
 # ---------------------------------------------------------------------------------------------

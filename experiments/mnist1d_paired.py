@@ -81,7 +81,8 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
     cfg.update(activations=["relu", "gelu"], shots=[1, 5], settings=list(SETTINGS), frozen_activations=["relu"],
                seeds=None, seed=seed, min_seeds=5, max_seeds=16, margin=1.0, equivalence_alpha=0.025, power=0.8,
                floor_factor=2.0, perturbation="absolute", selection="figures/mnist1d_select.json",
-               budget_hours=25.0, cost_rounds=2, results_dir="figures/mnist1d_paired-runs")
+               budget_hours=25.0, cost_rounds=2, results_dir="figures/mnist1d_paired-runs",
+               timing_runs=mnist1d.config()["results_dir"])
     if quick:
         cfg.update(activations=["gelu"], shots=[5], settings=["shared"], seeds=[seed, seed + 1], meta_steps=20,
                    eval_every=10, curve_episodes=20, eval_episodes=40, cost_rounds=1, results_dir=None,
@@ -406,9 +407,10 @@ def plan(cfg) -> str:
             for m, f in (("maml", False), ("fob_symmetric", c.activation in cfg["frozen_activations"]))}
     timing_cfg = dict(cfg, seeds=[cfg["seed"]])
     with mnist1d.threads(cfg["torch_threads"]):
-        seconds = mnist1d.measure_seconds(timing_cfg, mnist1d._data(cfg), keys, cfg["cost_rounds"]) if keys else {}
+        seconds, source = mnist1d.plan_seconds(timing_cfg, mnist1d._data(cfg), keys, cfg["cost_rounds"],
+                                               cfg["timing_runs"])
     cost = lambda j: unit_seconds(cfg, j.args[1], seconds)  # noqa: E731
-    lines.append(campaign.describe(every, cost, cfg["results_dir"] or "the cache"))
+    lines += [source, campaign.describe(every, cost, cfg["results_dir"] or "the cache")]
     hours = sum(cost(j) for j in campaign.pending(every)) / 3600
     if hours > cfg["budget_hours"]:
         lines.append(f"OVER BUDGET: {hours:.1f} process-hours > {cfg['budget_hours']:g}; lower meta_steps, max_seeds "

@@ -340,10 +340,15 @@ def plan(cfg, data=None) -> str:
     data = mnist1d._data(cfg) if data is None else data
     state = grids(cfg)
     with mnist1d.threads(cfg["torch_threads"]):
-        seconds = mnist1d.measure_seconds(cfg, data, cost_keys(cfg, state), cfg["cost_rounds"])
-    return "\n".join([describe_selection(cfg, state), describe_cost(campaign_cost(cfg, seconds, state)),
+        seconds, source = _plan_seconds(cfg, data, state)
+    return "\n".join([describe_selection(cfg, state), source, describe_cost(campaign_cost(cfg, seconds, state)),
                       campaign.describe([r.job for r in jobs(cfg, state)], mnist1d.job_seconds(seconds),
                                         cfg["results_dir"] or "the cache")])
+
+
+def _plan_seconds(cfg, data, state) -> tuple[dict, str]:
+    """The step and episode times :func:`campaign_cost` needs, calibrated by the committed runs."""
+    return mnist1d.plan_seconds(cfg, data, cost_keys(cfg, state), cfg["cost_rounds"], cfg["results_dir"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,8 +377,8 @@ def run(cfg: dict, echo=print) -> dict:
     with mnist1d.threads(cfg["torch_threads"]):
         if pending(cfg):
             state = grids(cfg)
-            seconds = mnist1d.measure_seconds(cfg, data, cost_keys(cfg, state), cfg["cost_rounds"])
-            echo(describe_cost(campaign_cost(cfg, seconds, state)))
+            seconds, source = _plan_seconds(cfg, data, state)
+            echo(f"{source}\n{describe_cost(campaign_cost(cfg, seconds, state))}")
         train_pending(cfg)
         state = grids(cfg)
         tables = _tables(cfg, state)

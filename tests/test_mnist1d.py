@@ -6,10 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
+from fobtheory import campaign
 from fobtheory.experiments import execute
 from fobtheory.experiments import mnist1d as exp
-from fobtheory.results import load_results
+from fobtheory.results import environment, load_results
 
 
 @pytest.fixture
@@ -266,3 +269,48 @@ def test_the_protocol_versions_its_run_keys_and_the_committed_v2_runs_are_found(
     v2 = dict(cfg, early_stopping=False)
     assert exp.results_dir(v2).is_dir()  # the committed runs keep their key
     assert all(exp.finished(v2, u) for u in exp._plan(v2))
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan's step times, calibrated by the committed runs
+
+
+@given(st.dictionaries(st.sampled_from(["a", "b", "c", "d"]),
+                       st.tuples(st.floats(0.01, 10), st.floats(0.001, 1)), min_size=1),
+       st.dictionaries(st.sampled_from(["a", "b", "e"]), st.lists(st.floats(0.01, 10), min_size=1, max_size=5)))
+def test_calibrate_takes_the_committed_median_and_scales_the_rest_by_the_median_ratio(live, committed):
+    out, source = exp.calibrate(live, committed)
+    assert set(out) == set(live)
+    ratios = {k: float(np.median(v)) / live[k][0] for k, v in committed.items() if k in live}
+    if not ratios:
+        assert out == live and "measured now" in source
+        return
+    typical = float(np.median(list(ratios.values())))
+    for k, (step, episode) in out.items():
+        r = ratios.get(k, typical)
+        assert step == pytest.approx(live[k][0] * r) and episode == pytest.approx(live[k][1] * r)
+        if k in ratios:
+            assert step == pytest.approx(float(np.median(committed[k])))
+    assert f"{typical:.2f}x" in source
+
+
+def test_committed_step_seconds_reads_runs_of_this_network_from_machines_like_this_one(tmp_path):
+    cfg = exp.config()
+    here = environment(cfg["device"]) | {"torch_threads": 1}
+
+    def commit(folder, name, seconds, env=here, guard=False, **info):
+        result = dict(activation="relu", method="maml", freeze_pattern=False, kink_guard=guard, shots=5,
+                      seconds_per_step=seconds, environment=env)
+        campaign.commit(tmp_path / folder / f"{name}.json", result,
+                        {k: cfg[k] for k in exp.COST_KEYS} | dict(inner_steps=5) | info)
+
+    commit("k5", "a", 0.2)
+    commit("k5", "b", 0.4)
+    commit("k5", "guarded", 9.0, guard=True)
+    commit("k5", "other-machine", 5.0, env=here | {"cpu_count": 999})
+    commit("wide", "a", 7.0, width=cfg["width"] + 1)
+    commit("k1", "a", 0.1, inner_steps=1)
+    (tmp_path / "k1" / "broken.json").write_text("{")
+    assert exp.committed_step_seconds(tmp_path, cfg) == {("relu", "maml", False, 5, 5): [0.2, 0.4],
+                                                         ("relu", "maml", False, 1, 5): [0.1]}
+    assert exp.committed_step_seconds(None, cfg) == {}
