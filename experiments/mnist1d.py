@@ -507,11 +507,27 @@ def calibrate(seconds: dict, committed: dict) -> tuple[dict, str]:
                  f"scaled by {typical:.2f}")
 
 
-def plan_seconds(cfg, data, keys, rounds: int, root) -> tuple[dict, str]:
-    """:func:`measure_seconds` of ``keys``, calibrated (:func:`calibrate`) by the runs committed under ``root``."""
+class PlanSeconds(NamedTuple):
+    """A plan's step and episode times: ``calibrated`` (:func:`calibrate`), ``live``
+    (:func:`measure_seconds`) and the line that says where the first came from."""
+
+    calibrated: dict
+    live: dict
+    source: str
+
+
+LIVE = "at this process's live step times (this machine now)"
+
+
+def plan_seconds(cfg, data, keys, rounds: int, root) -> PlanSeconds:
+    """:func:`measure_seconds` of ``keys``, and calibrated by the runs committed under ``root``:
+    the committed runs' times are steady across a campaign's machines and loads, the live
+    ones say how fast this machine is now (hosts of one kind differ by up to 2x)."""
     if not keys:
-        return {}, ""
-    return calibrate(measure_seconds(cfg, data, keys, rounds), committed_step_seconds(root, cfg))
+        return PlanSeconds({}, {}, "")
+    live = measure_seconds(cfg, data, keys, rounds)
+    calibrated, source = calibrate(live, committed_step_seconds(root, cfg))
+    return PlanSeconds(calibrated, live, source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -803,9 +819,10 @@ def plan(cfg) -> str:
     todo = [j.args[1] for j in campaign.pending(jobs(cfg))]
     keys = {(u.activation, u.method, u.frozen, cfg["inner_steps"], u.shots) for u in todo}
     with threads(cfg["torch_threads"]):
-        seconds, source = plan_seconds(cfg, _data(cfg), keys, 1, cfg["results_dir"])
-    return "\n".join(filter(None, [source, campaign.describe(jobs(cfg), job_seconds(seconds),
-                                                             cfg["results_dir"] or "the cache")]))
+        seconds = plan_seconds(cfg, _data(cfg), keys, 1, cfg["results_dir"])
+    return "\n".join(filter(None, [seconds.source, campaign.describe(
+        jobs(cfg), job_seconds(seconds.calibrated), cfg["results_dir"] or "the cache",
+        (LIVE, job_seconds(seconds.live)))]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -407,10 +407,10 @@ def plan(cfg) -> str:
             for m, f in (("maml", False), ("fob_symmetric", c.activation in cfg["frozen_activations"]))}
     timing_cfg = dict(cfg, seeds=[cfg["seed"]])
     with mnist1d.threads(cfg["torch_threads"]):
-        seconds, source = mnist1d.plan_seconds(timing_cfg, mnist1d._data(cfg), keys, cfg["cost_rounds"],
-                                               cfg["timing_runs"])
-    cost = lambda j: unit_seconds(cfg, j.args[1], seconds)  # noqa: E731
-    lines += [source, campaign.describe(every, cost, cfg["results_dir"] or "the cache")]
+        seconds = mnist1d.plan_seconds(timing_cfg, mnist1d._data(cfg), keys, cfg["cost_rounds"], cfg["timing_runs"])
+    cost = lambda j: unit_seconds(cfg, j.args[1], seconds.calibrated)  # noqa: E731
+    lines += [seconds.source, campaign.describe(every, cost, cfg["results_dir"] or "the cache",
+                                                (mnist1d.LIVE, lambda j: unit_seconds(cfg, j.args[1], seconds.live)))]
     hours = sum(cost(j) for j in campaign.pending(every)) / 3600
     if hours > cfg["budget_hours"]:
         lines.append(f"OVER BUDGET: {hours:.1f} process-hours > {cfg['budget_hours']:g}; lower meta_steps, max_seeds "

@@ -340,14 +340,16 @@ def plan(cfg, data=None) -> str:
     data = mnist1d._data(cfg) if data is None else data
     state = grids(cfg)
     with mnist1d.threads(cfg["torch_threads"]):
-        seconds, source = _plan_seconds(cfg, data, state)
-    return "\n".join([describe_selection(cfg, state), source, describe_cost(campaign_cost(cfg, seconds, state)),
-                      campaign.describe([r.job for r in jobs(cfg, state)], mnist1d.job_seconds(seconds),
-                                        cfg["results_dir"] or "the cache")])
+        seconds = _plan_seconds(cfg, data, state)
+    return "\n".join([describe_selection(cfg, state), seconds.source,
+                      describe_cost(campaign_cost(cfg, seconds.calibrated, state)),
+                      campaign.describe([r.job for r in jobs(cfg, state)], mnist1d.job_seconds(seconds.calibrated),
+                                        cfg["results_dir"] or "the cache",
+                                        (mnist1d.LIVE, mnist1d.job_seconds(seconds.live)))])
 
 
-def _plan_seconds(cfg, data, state) -> tuple[dict, str]:
-    """The step and episode times :func:`campaign_cost` needs, calibrated by the committed runs."""
+def _plan_seconds(cfg, data, state) -> mnist1d.PlanSeconds:
+    """The step and episode times :func:`campaign_cost` needs (:func:`mnist1d.plan_seconds`)."""
     return mnist1d.plan_seconds(cfg, data, cost_keys(cfg, state), cfg["cost_rounds"], cfg["results_dir"])
 
 
@@ -377,8 +379,8 @@ def run(cfg: dict, echo=print) -> dict:
     with mnist1d.threads(cfg["torch_threads"]):
         if pending(cfg):
             state = grids(cfg)
-            seconds, source = _plan_seconds(cfg, data, state)
-            echo(f"{source}\n{describe_cost(campaign_cost(cfg, seconds, state))}")
+            seconds = _plan_seconds(cfg, data, state)
+            echo(f"{seconds.source}\n{describe_cost(campaign_cost(cfg, seconds.calibrated, state))}")
         train_pending(cfg)
         state = grids(cfg)
         tables = _tables(cfg, state)

@@ -109,16 +109,22 @@ def refuse_broken(jobs) -> None:
                             "delete them, and they will be recomputed")
 
 
-def describe(jobs, seconds: Callable[[Job], float] | None = None, root=None) -> str:
+def describe(jobs, seconds: Callable[[Job], float] | None = None, root=None,
+             other: tuple[str, Callable[[Job], float]] | None = None) -> str:
     """The plan as text: counts, the broken files, and each pending unit (stage, run key and
     name, estimated minutes), with the process-hours of the pending units when ``seconds``
-    (estimated process-seconds of a job) is given."""
+    (estimated process-seconds of a job) is given, and those of a second estimate ``other``
+    = (what it is, its seconds) beside them."""
     groups = by_status(jobs)
     lines = [f"{len(jobs)} units: {len(groups['committed'])} committed, {len(groups['broken'])} broken, "
              f"{len(groups['pending'])} pending" + (f" (results under {root})" if root else "")]
+
+    def hours(estimate):
+        return sum(estimate(j) for j in groups["pending"]) / 3600
+
     if seconds is not None:
-        hours = sum(seconds(j) for j in groups["pending"]) / 3600
-        lines.append(f"pending units: {hours:.2f} process-hours on this machine (one unit per process)")
+        lines.append(f"pending units: {hours(seconds):.2f} process-hours on this machine (one unit per process)"
+                     + (f"; {hours(other[1]):.2f} {other[0]}" if other else ""))
     if groups["broken"]:
         lines.append("broken (cannot be read; delete each, and it will be recomputed):")
         lines += [f"  {j.path}" for j in groups["broken"]]

@@ -106,3 +106,9 @@ def test_campaign_commands_end_with_one_line_and_the_status_of_what_stopped_them
     out, err = capsys.readouterr()
     assert (out, err) == (("all units committed\n", "") if error is None else
                           ("", f"select: {'error: ' if status == 2 else ''}{error}\n"))
+
+
+def test_describe_prints_a_second_estimate_beside_the_first(tmp_path):
+    jobs = [campaign.Job(tmp_path / "k" / f"u{i}.json", print) for i in range(3)]
+    text = campaign.describe(jobs, lambda j: 3600.0, tmp_path, ("at half the time", lambda j: 1800.0))
+    assert "pending units: 3.00 process-hours on this machine (one unit per process); 1.50 at half the time" in text
