@@ -600,10 +600,12 @@ def _variant(r) -> tuple:
     return r["activation"], r["shots"], r["method"], r["kink_guard"], r.get("freeze_pattern", False)
 
 
-def _accuracies(results, activation, shots, method, guard=False, frozen=False) -> list[np.ndarray]:
+def _accuracies(results, activation, shots, method, guard=False, frozen=False, key="accuracy") -> list[np.ndarray]:
+    """Per seed (sorted), the variant's per-episode ``key`` (``accuracy``: final step;
+    ``accuracy_early``: at the best validation checkpoint)."""
     runs = sorted((r for r in results if _variant(r) == (activation, shots, method, guard, frozen)),
                   key=lambda r: r["seed"])
-    return [np.asarray(r["accuracy"]) for r in runs]
+    return [np.asarray(r[key]) for r in runs]
 
 
 # columns 1-3 of a run's ``kinks`` rows, per task step: the guard's step shrinks (0 to 3 each),

@@ -21,7 +21,9 @@ against time and memory; ``mnist1d_select_grid.png``: the selection grid).
 2. **Full protocol** (``seeds``, ``meta_steps``, every shot count, ``eval_episodes`` test
    episodes) for each variant at its chosen setting (table ``best``) and at the shared one,
    the config's ``alpha`` and ``inner_steps`` (table ``shared``: the same runs, with the same
-   run keys, as ``fobtheory mnist1d``). For each table, claims: FO-B symmetric (plain, and
+   run keys, as ``fobtheory mnist1d``). Tables and claims read the test accuracy at the best
+   validation checkpoint with early stopping (:func:`test_key`; ``accuracy_final`` keeps the
+   last step's beside it). For each table, claims: FO-B symmetric (plain, and
    frozen on ReLU) against MAML, and against the better of FO-MAML and Reptile; differences
    paired by seed and test episode (every setting is evaluated on the same test episodes).
    **Carry-over** (:func:`carry_over`): whether the choice, made on a short budget and one
@@ -477,13 +479,25 @@ def _key(v: Variant, shots: int) -> str:
     return f"{v.activation}/{shots}shot/{v.method}{'+frozen' if v.frozen else ''}"
 
 
-def _accuracies(results, v: Variant, shots) -> list[np.ndarray]:
-    return mnist1d._accuracies(results, v.activation, shots, v.method, frozen=v.frozen)
+def stopping(cfg) -> str:
+    """The protocol's word for where accuracies are read: ``early-stopped`` or ``final-step``."""
+    return "early-stopped" if cfg.get("early_stopping") else "final-step"
+
+
+def test_key(cfg) -> str:
+    """The test accuracy the tables and claims report: at the best validation checkpoint with
+    early stopping, else at the last step (the final step's is kept beside it as ``accuracy_final``)."""
+    return "accuracy_early" if cfg.get("early_stopping") else "accuracy"
+
+
+def _accuracies(results, v: Variant, shots, key: str) -> list[np.ndarray]:
+    return mnist1d._accuracies(results, v.activation, shots, v.method, frozen=v.frozen, key=key)
 
 
 def summarize(cfg, state, tables, cost_rows) -> dict:
-    summary = {"chosen": {}, "accuracy": {t: {} for t in TABLES}, "difference_to_maml": {t: {} for t in TABLES},
-               "gain_from_tuning": {}, "cost": {}, "equal_compute": {}}
+    summary = {"chosen": {}, "accuracy": {t: {} for t in TABLES}, "accuracy_final": {t: {} for t in TABLES},
+               "difference_to_maml": {t: {} for t in TABLES}, "gain_from_tuning": {}, "cost": {}, "equal_compute": {}}
+    key = test_key(cfg)
     for v, g in state.items():
         summary["chosen"][v.key] = dict(alpha=g.chosen[0], inner_steps=g.chosen[1],
                                         validation_accuracy=g.scores[g.chosen], points=len(g.rounds),
@@ -492,12 +506,14 @@ def summarize(cfg, state, tables, cost_rows) -> dict:
                                                                   cfg["inner_steps_ladder"]))
         for s in cfg["shots"]:
             for t in TABLES:
-                summary["accuracy"][t][_key(v, s)] = mnist1d._interval(_accuracies(tables[t], v, s))
-                maml = _accuracies(tables[t], Variant(v.activation, "maml"), s)
+                summary["accuracy"][t][_key(v, s)] = mnist1d._interval(_accuracies(tables[t], v, s, key))
+                summary["accuracy_final"][t][_key(v, s)] = mnist1d._interval(_accuracies(tables[t], v, s, "accuracy"))
+                maml = _accuracies(tables[t], Variant(v.activation, "maml"), s, key)
                 if v.method != "maml" and maml:
-                    summary["difference_to_maml"][t][_key(v, s)] = mnist1d._paired(_accuracies(tables[t], v, s), maml)
-            summary["gain_from_tuning"][_key(v, s)] = mnist1d._paired(_accuracies(tables["best"], v, s),
-                                                                     _accuracies(tables["shared"], v, s))
+                    summary["difference_to_maml"][t][_key(v, s)] = mnist1d._paired(_accuracies(tables[t], v, s, key),
+                                                                                   maml)
+            summary["gain_from_tuning"][_key(v, s)] = mnist1d._paired(_accuracies(tables["best"], v, s, key),
+                                                                     _accuracies(tables["shared"], v, s, key))
     for r in cost_rows:
         v = Variant(r["activation"], r["method"], r["freeze_pattern"])
         for t in r["tables"]:
@@ -555,11 +571,13 @@ def _highlights(cfg, summary) -> list[str]:
         for s in cfg["shots"]:
             for t, label in (("best", "each at its best"), ("shared", f"shared alpha {cfg['alpha']:g}, "
                                                                        f"K {cfg['inner_steps']}")):
-                cells = [(k.split("/", 2)[2], a) for k, a in summary["accuracy"][t].items()
-                         if k.startswith(f"{act}/{s}shot/")]
-                lines.append(f"{act.upper()} 5-way {s}-shot, {label}, test accuracy % [95%], {len(cfg['seeds'])} seeds "
-                             f"x {cfg['eval_episodes']} episodes: " + ", ".join(
-                                 f"{m} {a['mean']:.1f} [{a['ci_low']:.1f}, {a['ci_high']:.1f}]" for m, a in cells))
+                cells = [(k.split("/", 2)[2], a, summary["accuracy_final"][t][k])
+                         for k, a in summary["accuracy"][t].items() if k.startswith(f"{act}/{s}shot/")]
+                final = cfg.get("early_stopping")
+                lines.append(f"{act.upper()} 5-way {s}-shot, {label}, {stopping(cfg)} test accuracy % [95%]"
+                             f"{' (final step)' if final else ''}, {len(cfg['seeds'])} seeds x {cfg['eval_episodes']} "
+                             "episodes: " + ", ".join(f"{m} {a['mean']:.1f} [{a['ci_low']:.1f}, {a['ci_high']:.1f}]"
+                                                      + (f" ({f['mean']:.1f})" if final else "") for m, a, f in cells))
     lines.append("Carry-over of the choice, full-run validation accuracy chosen - shared (grid's difference): "
                  + ", ".join(f"{k} {mnist1d._points(c['full_difference'])} ({c['grid_difference']:+.1f})"
                              for k, c in summary["carry_over"].items()))
@@ -606,7 +624,7 @@ def carry_over(cfg, state, tables) -> dict:
 
 def _carry_over_claim(cfg, carried: dict) -> dict:
     worst = min(carried, key=lambda k: carried[k]["full_difference"]["mean"])
-    what = "early-stopped" if cfg.get("early_stopping") else "final-step"
+    what = stopping(cfg)
     return claim(
         "selection_carries_over",
         f"The setting chosen on the validation grid ({cfg['grid_meta_steps']} meta-steps, {cfg['grid_shots']}-shot, "
@@ -625,7 +643,7 @@ def _claims(cfg, state, tables) -> list[dict]:
     """For each table: FO-B symmetric (and frozen, where planned) against MAML, and against
     the better (by mean test accuracy in that table) of FO-MAML and Reptile, at every shot count;
     and whether the grid's choices carry over to the full runs (:func:`carry_over`)."""
-    carried = carry_over(cfg, state, tables)
+    carried, key = carry_over(cfg, state, tables), test_key(cfg)
     claims = [_carry_over_claim(cfg, carried)] if carried else []
     for t in TABLES:
         where = ("at the shared setting (alpha {alpha:g}, K {inner_steps})".format(**cfg) if t == "shared"
@@ -633,10 +651,10 @@ def _claims(cfg, state, tables) -> list[dict]:
         results = tables[t]
 
         def diff(a, b, s):
-            return mnist1d._paired(_accuracies(results, a, s), _accuracies(results, b, s))  # noqa: B023
+            return mnist1d._paired(_accuracies(results, a, s, key), _accuracies(results, b, s, key))  # noqa: B023
 
         def mean(v, s):
-            return float(np.mean([a.mean() for a in _accuracies(results, v, s)]))  # noqa: B023
+            return float(np.mean([a.mean() for a in _accuracies(results, v, s, key)]))  # noqa: B023
 
         for fob in [v for v in state if v.method == "fob_symmetric"]:
             name, act = ("fob_frozen" if fob.frozen else "fob"), fob.activation
@@ -644,9 +662,10 @@ def _claims(cfg, state, tables) -> list[dict]:
             maml = Variant(act, "maml")
             rivals = [v for v in (Variant(act, "fo_maml"), Variant(act, "reptile")) if v in state]
             if maml in state:
-                claims.append(mnist1d._tracking_claim(f"{t}_{name}_tracks_maml_{act}",
-                                                      f"{label} tracks second-order MAML on MNIST-1D",
-                                                      [(s, diff(fob, maml, s)) for s in cfg["shots"]]))
+                claims.append(mnist1d._tracking_claim(
+                    f"{t}_{name}_tracks_maml_{act}",
+                    f"{label} tracks second-order MAML on MNIST-1D ({stopping(cfg)} test accuracy)",
+                    [(s, diff(fob, maml, s)) for s in cfg["shots"]]))
             if rivals:
                 cells = []
                 for s in cfg["shots"]:
@@ -654,7 +673,8 @@ def _claims(cfg, state, tables) -> list[dict]:
                     alpha, k = setting(cfg, t, state[best].chosen)
                     cells.append((s, diff(fob, best, s), f"{best.method} ({alpha:g}, K {k})"))
                 claims.append(claim(
-                    f"{t}_{name}_above_first_order_{act}", f"{label} is at or above FO-MAML and Reptile",
+                    f"{t}_{name}_above_first_order_{act}",
+                    f"{label} is at or above FO-MAML and Reptile ({stopping(cfg)} test accuracy)",
                     f"difference to the better of FO-MAML/Reptile not below -{TOLERANCE:g} point at every shot count "
                     "(95% interval)", "; ".join(f"{s}-shot: {mnist1d._points(d)} vs {who}" for s, d, who in cells),
                     verdict(all(d["ci_low"] >= -TOLERANCE for _, d, _ in cells),

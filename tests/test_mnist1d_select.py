@@ -215,16 +215,19 @@ def test_campaign_cost_adds_steps_and_evaluated_episodes_of_each_pending_unit(tm
 # claims on synthetic records
 
 
-def _results(accuracy: dict, seeds=(0, 1, 2)) -> list[dict]:
-    """Run results of ``{(activation, shots, method, frozen): per-episode accuracies}`` (per seed, noise added)."""
+def _results(accuracy: dict, seeds=(0, 1, 2), key="accuracy") -> list[dict]:
+    """Run results of ``{(activation, shots, method, frozen): per-episode accuracies}`` (per seed, noise added)
+    under ``key``; the other of ``accuracy`` and ``accuracy_early`` is 50% everywhere, a decoy."""
     rng = np.random.default_rng(0)
-    return [dict(activation=a, shots=s, method=m, kink_guard=False, freeze_pattern=f, seed=seed,
-                 accuracy=(np.asarray(acc) + rng.normal(0, 0.01, len(acc))).tolist())
+    other = "accuracy_early" if key == "accuracy" else "accuracy"
+    return [{"activation": a, "shots": s, "method": m, "kink_guard": False, "freeze_pattern": f, "seed": seed,
+             key: (np.asarray(acc) + rng.normal(0, 0.01, len(acc))).tolist(), other: [50.0] * len(acc)}
             for (a, s, m, f), acc in accuracy.items() for seed in seeds]
 
 
-def test_claims_compare_fob_with_maml_and_the_better_first_order_baseline_in_each_table():
-    cfg = _cfg(activations=["relu"], shots=[1, 5], methods=list(sel.METHODS))
+@pytest.mark.parametrize("early_stopping, key", [(True, "accuracy_early"), (False, "accuracy")])
+def test_claims_compare_fob_with_maml_and_the_better_first_order_baseline_in_each_table(early_stopping, key):
+    cfg = _cfg(activations=["relu"], shots=[1, 5], methods=list(sel.METHODS), early_stopping=early_stopping)
     base = np.linspace(40, 80, 200)
     state = {v: sel.Grid({(0.1, 5): 1}, {(0.1, 5): 50.0}, (0.1, 5)) for v in sel.variants(cfg)}
     shared, best = {}, {}
@@ -236,7 +239,8 @@ def test_claims_compare_fob_with_maml_and_the_better_first_order_baseline_in_eac
         shared[("relu", s, "fob_symmetric", True)] = best[("relu", s, "fob_symmetric", True)] = base
         shared[("relu", s, "fo_maml", False)], shared[("relu", s, "reptile", False)] = base - 30, base - 20
         best[("relu", s, "fo_maml", False)], best[("relu", s, "reptile", False)] = base + 5, base - 1
-    claims = {c["id"]: c for c in sel._claims(cfg, state, {"shared": _results(shared), "best": _results(best)})}
+    tables = {"shared": _results(shared, key=key), "best": _results(best, key=key)}
+    claims = {c["id"]: c for c in sel._claims(cfg, state, tables)}
     verdicts = {k: c["verdict"] for k, c in claims.items()}
     assert verdicts == {
         "shared_fob_tracks_maml_relu": "refuted", "shared_fob_above_first_order_relu": "confirmed",
@@ -245,6 +249,7 @@ def test_claims_compare_fob_with_maml_and_the_better_first_order_baseline_in_eac
         "best_fob_frozen_tracks_maml_relu": "confirmed", "best_fob_frozen_above_first_order_relu": "refuted"}
     assert "vs reptile (0.4, K 1)" in claims["shared_fob_above_first_order_relu"]["measured"]
     assert "vs fo_maml (0.1, K 5)" in claims["best_fob_above_first_order_relu"]["measured"]
+    assert f"({sel.stopping(cfg)} test accuracy)" in claims["best_fob_tracks_maml_relu"]["statement"]
 
 
 # ---------------------------------------------------------------------------------------------
