@@ -45,6 +45,10 @@ interval, at most ``floor_factor``; its test accuracy departure |FO-B - MAML| mi
 perturbed arm's |perturbed - MAML|, 95% interval, at most ``margin``), and FO-B - MAML test
 accuracy (final and early-stopped) inside +-``margin`` (the equivalence test above). With
 fewer seeds than ``min_seeds`` (the quick configuration) every claim is inconclusive.
+
+**Interim results** (``committed_only``, ``fobtheory paired --committed``): nothing is trained;
+the cells whose every planned unit is committed are summarized, the others are listed in
+``summary["pending"]``, and a claim over a shot count still pending stays inconclusive.
 """
 from __future__ import annotations
 
@@ -81,7 +85,7 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
     cfg.update(activations=["relu", "gelu"], shots=[1, 5], settings=list(SETTINGS), frozen_activations=["relu"],
                seeds=None, seed=seed, min_seeds=5, max_seeds=16, margin=1.0, equivalence_alpha=0.025, power=0.8,
                floor_factor=2.0, perturbation="absolute", selection="figures/mnist1d_select.json",
-               budget_hours=25.0, cost_rounds=2, results_dir="figures/mnist1d_paired-runs",
+               budget_hours=25.0, cost_rounds=2, results_dir="figures/mnist1d_paired-runs", committed_only=False,
                timing_runs=mnist1d.config()["results_dir"])
     if quick:
         cfg.update(activations=["gelu"], shots=[5], settings=["shared"], seeds=[seed, seed + 1], meta_steps=20,
@@ -429,11 +433,25 @@ def make_config(args) -> dict:
 
 
 def run(cfg: dict) -> dict:
+    """Train the pending units, then summarize; with ``committed_only``, train nothing and
+    summarize the cells whose units are all committed (the others listed as pending)."""
     plan_ = seed_plan(cfg)
-    with mnist1d.threads(cfg["torch_threads"]):
-        mnist1d.train_all(lambda: jobs(cfg, plan_), cfg, "paired units")
-    results = [campaign.read(j.path) for j in jobs(cfg, plan_)]
-    summary, claims = summarize(results, cfg, plan_)
+    if not cfg.get("committed_only"):
+        with mnist1d.threads(cfg["torch_threads"]):
+            mnist1d.train_all(lambda: jobs(cfg, plan_), cfg, "paired units")
+    every = jobs(cfg, plan_)
+    campaign.refuse_broken(every)
+    waiting = {j.path for j in campaign.pending(every)}
+    pending = {}
+    for j in every:
+        if j.stage in {w.stage for w in every if w.path in waiting}:
+            counts = pending.setdefault(j.stage, dict(committed=0, planned=0))
+            counts["planned"] += 1
+            counts["committed"] += j.path not in waiting
+    results = [campaign.read(j.path) for j in every if j.stage not in pending]
+    if not results:
+        raise ValueError("no paired cell has all its units committed: train them first (without --committed)")
+    summary, claims = summarize(results, cfg, plan_, pending)
     return make_results(NAME, cfg, records(results, cfg), summary, claims, device=cfg["device"])
 
 
@@ -507,10 +525,12 @@ def _cell_summary(units, cfg) -> dict:
         zero_fraction_median=float(np.median([c["zero_fraction"] for c in profiles])))
 
 
-def summarize(results, cfg, plan_) -> tuple[dict, list[dict]]:
+def summarize(results, cfg, plan_, pending: dict | None = None) -> tuple[dict, list[dict]]:
+    """Per cell with units among ``results``, :func:`_cell_summary`; ``pending``: ``{cell key:
+    {committed, planned}}`` of the cells left out, not complete yet."""
     kept = ("sd", "needed", "sd_here", "needed_here", "seeds")
     summary = dict(cells={}, seeds={k: {key: p[key] for key in kept} for k, p in plan_.items()},
-                   process_hours=sum(r["seconds"] for r in results) / 3600)
+                   pending=pending or {}, process_hours=sum(r["seconds"] for r in results) / 3600)
     by_cell = {}
     for c in cells(cfg):
         units = sorted((r for r in results if (r["activation"], r["shots"], r["alpha"], r["inner_steps"])
@@ -534,7 +554,7 @@ def _fmt(d: dict, scale=lambda v: f"{v:+.2f}") -> str:
 def _claims(summary, by_cell, cfg) -> list[dict]:
     """Per activation and setting, over its shot counts: FO-B within the noise floor (distance,
     accuracy departure) and FO-B - MAML inside +-margin (final, early-stopped). Cells with fewer
-    than ``min_seeds`` seeds cannot confirm or refute."""
+    than ``min_seeds`` seeds, or a shot count still pending, cannot confirm or refute."""
     m, f = cfg["margin"], cfg["floor_factor"]
     out = []
     for act in cfg["activations"]:
@@ -542,9 +562,13 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
             keyed = [(c, summary["cells"][c.key]) for c in by_cell if (c.activation, c.setting) == (act, setting)]
             if not keyed:
                 continue
+            waiting = {k: p for k, p in summary["pending"].items() if k.startswith(f"{act}/") and
+                       k.endswith(f"/{setting}")}
             enough = all(_decided(s["distance_ratio"]["n"], cfg) for _, s in keyed) and \
-                all(s["distance_ratio"]["low"] is not None for _, s in keyed)
-            note = "" if enough else f"; fewer than {cfg['min_seeds']} paired seeds: not decided at this budget"
+                all(s["distance_ratio"]["low"] is not None for _, s in keyed) and not waiting
+            note = "" if enough or waiting else f"; fewer than {cfg['min_seeds']} paired seeds: not decided at this budget"
+            note += "".join(f"; {k.split('/')[1]} pending ({p['committed']} of {p['planned']} units committed): "
+                            "not decided until it is trained" for k, p in waiting.items())
             where = f"{act.upper()}, {setting} setting"
 
             def per_shot(field, fmt):

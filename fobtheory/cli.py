@@ -62,7 +62,7 @@ CAMPAIGNS = ("mnist1d", "select", "fidelity", "paired")  # experiments made of r
 def experiment(args) -> int:
     from .experiments import execute
 
-    keys = ("methods", "shots", "seeds", "activations", "variants", "settings")
+    keys = ("methods", "shots", "seeds", "activations", "variants", "settings", "committed_only")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
     device = resolve_device(getattr(args, "device", "cpu"))
     if hasattr(args, "executor"):  # a campaign: its executor and protocol
@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--shots", nargs="+", type=int, default=None, help="shots per class (default 1 5)")
             p.add_argument("--settings", nargs="+", default=None,
                            help="shared tuned (default both): the config's (alpha, K), MAML's chosen one")
+            p.add_argument("--committed", dest="committed_only", action="store_true", default=None,
+                           help="train nothing: summarize the cells whose units are all committed and list the "
+                                "others as pending (a campaign's interim results)")
     p = sub.add_parser("claims", help="print the claims ledger of a results folder and write its CLAIMS.md")
     p.add_argument("--out", default=None, help="results folder (default figures/)")
     p.add_argument("--readme", default=None, help="also rewrite the claims and verdicts blocks of this README")

@@ -139,3 +139,18 @@ def test_the_command_line_picks_cells_and_refuses_an_unknown_setting():
     assert [c.key for c in paired.cells(paired.make_config(args))] == ["gelu/5shot/shared"]
     with pytest.raises(ValueError, match="settings must be among"):
         paired.make_config(build_parser().parse_args(["paired", "--settings", "best"]))
+
+
+def test_committed_only_summarizes_the_complete_cells_and_lists_the_pending_ones(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, shots=[1, 5], committed_only=True)
+    with pytest.raises(ValueError, match="no paired cell has all its units committed"):
+        paired.run(cfg)
+    done = [j for j in paired.jobs(cfg) if j.stage == "gelu/5shot/shared"]
+    assert campaign.run_jobs(done, executor="serial") == []
+    monkeypatch.setattr(paired, "_mean_gradient", lambda *a, **k: pytest.fail("committed_only trained a unit"))
+    out = paired.run(cfg)
+    assert list(out["summary"]["cells"]) == ["gelu/5shot/shared"]
+    assert out["summary"]["pending"] == {"gelu/1shot/shared": {"committed": 0, "planned": 1}}
+    assert {r["shots"] for r in out["records"]} == {5}
+    assert out["claims"] and all(c["verdict"] == "inconclusive" for c in out["claims"])
+    assert all("1shot pending (0 of 1 units committed)" in c["measured"] for c in out["claims"])
