@@ -153,4 +153,4 @@ def test_committed_only_summarizes_the_complete_cells_and_lists_the_pending_ones
     assert out["summary"]["pending"] == {"gelu/1shot/shared": {"committed": 0, "planned": 1}}
     assert {r["shots"] for r in out["records"]} == {5}
     assert out["claims"] and all(c["verdict"] == "inconclusive" for c in out["claims"])
-    assert all("1shot pending (0 of 1 units committed)" in c["measured"] for c in out["claims"])
+    assert all("1-shot pending (0 of 1 units committed)" in c["measured"] for c in out["claims"])
