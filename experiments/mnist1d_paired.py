@@ -567,8 +567,9 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
             enough = all(_decided(s["distance_ratio"]["n"], cfg) for _, s in keyed) and \
                 all(s["distance_ratio"]["low"] is not None for _, s in keyed) and not waiting
             note = "" if enough or waiting else f"; fewer than {cfg['min_seeds']} paired seeds: not decided at this budget"
-            note += "".join(f"; {k.split('/')[1].replace('shot', '-shot')} pending ({p['committed']} of {p['planned']} units committed): "
-                            "not decided until it is trained" for k, p in waiting.items())
+            note += "".join(f"; {k.split('/')[1].replace('shot', '-shot')} pending ({p['committed']} of "
+                            f"{p['planned']} units committed): not decided until it is trained"
+                            for k, p in waiting.items())
             where = f"{act.upper()}, {setting} setting"
 
             def per_shot(field, fmt):
