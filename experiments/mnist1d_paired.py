@@ -47,8 +47,9 @@ accuracy (final and early-stopped) inside +-``margin`` (the equivalence test abo
 fewer seeds than ``min_seeds`` (the quick configuration) every claim is inconclusive.
 
 **Interim results** (``committed_only``, ``fobtheory paired --committed``): nothing is trained;
-the cells whose every planned unit is committed are summarized, the others are listed in
-``summary["pending"]``, and a claim over a shot count still pending stays inconclusive.
+the committed units are summarized, the cells with planned units still to train are listed in
+``summary["pending"]``, and a claim over a cell still pending stays inconclusive (no verdict
+on a seed count that was not the plan's).
 """
 from __future__ import annotations
 
@@ -434,7 +435,7 @@ def make_config(args) -> dict:
 
 def run(cfg: dict) -> dict:
     """Train the pending units, then summarize; with ``committed_only``, train nothing and
-    summarize the cells whose units are all committed (the others listed as pending)."""
+    summarize the committed units, listing the cells with units still to train as pending."""
     plan_ = seed_plan(cfg)
     if not cfg.get("committed_only"):
         with mnist1d.threads(cfg["torch_threads"]):
@@ -448,9 +449,9 @@ def run(cfg: dict) -> dict:
             counts = pending.setdefault(j.stage, dict(committed=0, planned=0))
             counts["planned"] += 1
             counts["committed"] += j.path not in waiting
-    results = [campaign.read(j.path) for j in every if j.stage not in pending]
+    results = [campaign.read(j.path) for j in every if j.path not in waiting]
     if not results:
-        raise ValueError("no paired cell has all its units committed: train them first (without --committed)")
+        raise ValueError("no paired unit is committed: train them first (without --committed)")
     summary, claims = summarize(results, cfg, plan_, pending)
     return make_results(NAME, cfg, records(results, cfg), summary, claims, device=cfg["device"])
 

@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--settings", nargs="+", default=None,
                            help="shared tuned (default both): the config's (alpha, K), MAML's chosen one")
             p.add_argument("--committed", dest="committed_only", action="store_true", default=None,
-                           help="train nothing: summarize the cells whose units are all committed and list the "
-                                "others as pending (a campaign's interim results)")
+                           help="train nothing: summarize the committed units and list the cells with units "
+                                "still to train as pending (a campaign's interim results)")
     p = sub.add_parser("claims", help="print the claims ledger of a results folder and write its CLAIMS.md")
     p.add_argument("--out", default=None, help="results folder (default figures/)")
     p.add_argument("--readme", default=None, help="also rewrite the claims and verdicts blocks of this README")

@@ -141,16 +141,16 @@ def test_the_command_line_picks_cells_and_refuses_an_unknown_setting():
         paired.make_config(build_parser().parse_args(["paired", "--settings", "best"]))
 
 
-def test_committed_only_summarizes_the_complete_cells_and_lists_the_pending_ones(tmp_path, monkeypatch):
-    cfg = tiny(tmp_path, shots=[1, 5], committed_only=True)
-    with pytest.raises(ValueError, match="no paired cell has all its units committed"):
+def test_committed_only_summarizes_the_committed_units_and_lists_the_pending_cells(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, shots=[1, 5], committed_only=True, seeds=[0, 1])
+    with pytest.raises(ValueError, match="no paired unit is committed"):
         paired.run(cfg)
-    done = [j for j in paired.jobs(cfg) if j.stage == "gelu/5shot/shared"]
-    assert campaign.run_jobs(done, executor="serial") == []
+    done = [j for j in paired.jobs(cfg) if j.stage == "gelu/5shot/shared" or j.args[2] == 0]
+    assert len(done) == 3 and campaign.run_jobs(done, executor="serial") == []
     monkeypatch.setattr(paired, "_mean_gradient", lambda *a, **k: pytest.fail("committed_only trained a unit"))
     out = paired.run(cfg)
-    assert list(out["summary"]["cells"]) == ["gelu/5shot/shared"]
-    assert out["summary"]["pending"] == {"gelu/1shot/shared": {"committed": 0, "planned": 1}}
-    assert {r["shots"] for r in out["records"]} == {5}
+    cells = out["summary"]["cells"]
+    assert cells["gelu/5shot/shared"]["seeds"] == [0, 1] and cells["gelu/1shot/shared"]["seeds"] == [0]
+    assert out["summary"]["pending"] == {"gelu/1shot/shared": {"committed": 1, "planned": 2}}
     assert out["claims"] and all(c["verdict"] == "inconclusive" for c in out["claims"])
-    assert all("1-shot pending (0 of 1 units committed)" in c["measured"] for c in out["claims"])
+    assert all("1-shot pending (1 of 2 units committed)" in c["measured"] for c in out["claims"])
