@@ -142,7 +142,7 @@ def test_the_command_line_picks_cells_and_refuses_an_unknown_setting():
 
 
 def test_committed_only_summarizes_the_committed_units_and_lists_the_pending_cells(tmp_path, monkeypatch):
-    cfg = tiny(tmp_path, shots=[1, 5], committed_only=True, seeds=[0, 1])
+    cfg = dict(tiny(tmp_path, shots=[1, 5], committed_only=True), seeds=[0, 1])
     with pytest.raises(ValueError, match="no paired unit is committed"):
         paired.run(cfg)
     done = [j for j in paired.jobs(cfg) if j.stage == "gelu/5shot/shared" or j.args[2] == 0]
