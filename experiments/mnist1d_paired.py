@@ -443,12 +443,9 @@ def run(cfg: dict) -> dict:
     every = jobs(cfg, plan_)
     campaign.refuse_broken(every)
     waiting = {j.path for j in campaign.pending(every)}
-    pending = {}
-    for j in every:
-        if j.stage in {w.stage for w in every if w.path in waiting}:
-            counts = pending.setdefault(j.stage, dict(committed=0, planned=0))
-            counts["planned"] += 1
-            counts["committed"] += j.path not in waiting
+    pending = {stage: dict(committed=sum(j.path not in waiting for j in every if j.stage == stage),
+                           planned=sum(j.stage == stage for j in every))
+               for stage in {j.stage for j in every if j.path in waiting}}
     results = [campaign.read(j.path) for j in every if j.path not in waiting]
     if not results:
         raise ValueError("no paired unit is committed: train them first (without --committed)")
@@ -528,7 +525,7 @@ def _cell_summary(units, cfg) -> dict:
 
 def summarize(results, cfg, plan_, pending: dict | None = None) -> tuple[dict, list[dict]]:
     """Per cell with units among ``results``, :func:`_cell_summary`; ``pending``: ``{cell key:
-    {committed, planned}}`` of the cells left out, not complete yet."""
+    {committed, planned}}`` of the cells with planned units still to train."""
     kept = ("sd", "needed", "sd_here", "needed_here", "seeds")
     summary = dict(cells={}, seeds={k: {key: p[key] for key in kept} for k, p in plan_.items()},
                    pending=pending or {}, process_hours=sum(r["seconds"] for r in results) / 3600)
@@ -563,14 +560,13 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
             keyed = [(c, summary["cells"][c.key]) for c in by_cell if (c.activation, c.setting) == (act, setting)]
             if not keyed:
                 continue
-            waiting = {k: p for k, p in summary["pending"].items() if k.startswith(f"{act}/") and
-                       k.endswith(f"/{setting}")}
+            waiting = [(c, summary["pending"][c.key]) for c in cells(cfg)
+                       if c.key in summary["pending"] and (c.activation, c.setting) == (act, setting)]
             enough = all(_decided(s["distance_ratio"]["n"], cfg) for _, s in keyed) and \
                 all(s["distance_ratio"]["low"] is not None for _, s in keyed) and not waiting
             note = "" if enough or waiting else f"; fewer than {cfg['min_seeds']} paired seeds: not decided at this budget"
-            note += "".join(f"; {k.split('/')[1].replace('shot', '-shot')} pending ({p['committed']} of "
-                            f"{p['planned']} units committed): not decided until it is trained"
-                            for k, p in waiting.items())
+            note += "".join(f"; {c.shots}-shot pending ({p['committed']} of {p['planned']} units committed): "
+                            "not decided until it is trained" for c, p in waiting)
             where = f"{act.upper()}, {setting} setting"
 
             def per_shot(field, fmt):
