@@ -500,6 +500,7 @@ def _cell_summary(units, cfg) -> dict:
     log_ratio = paired_interval(ratio)
     profiles = [c for u in units for c in u["curve"]]
     sd_here, needed_here = _own_spread(acc["fob_symmetric"] - acc["maml"], cfg)
+    sd_here_early, needed_here_early = _own_spread(early["fob_symmetric"] - early["maml"], cfg)
     miss = lambda c, model: abs(np.log(max(c["low_share"], 1e-300) / c[f"low_share_{model}"]))  # noqa: E731
     closer = [miss(c, "relative") < miss(c, "absolute") for c in profiles]
     return dict(
@@ -510,8 +511,9 @@ def _cell_summary(units, cfg) -> dict:
         accuracy={a: float(acc[a].mean()) for a in ARMS}, accuracy_early={a: float(early[a].mean()) for a in ARMS},
         fob_minus_maml=paired_interval(acc["fob_symmetric"] - acc["maml"], level),
         fob_minus_maml_early=paired_interval(early["fob_symmetric"] - early["maml"], level),
-        sd_here=sd_here, needed_here=needed_here,
+        sd_here=sd_here, needed_here=needed_here, sd_here_early=sd_here_early, needed_here_early=needed_here_early,
         perturbed_minus_maml=paired_interval(acc["maml_perturbed"] - acc["maml"], level),
+        perturbed_minus_maml_early=paired_interval(early["maml_perturbed"] - early["maml"], level),
         departure_excess=paired_interval(np.abs(acc["fob_symmetric"] - acc["maml"])
                                          - np.abs(acc["maml_perturbed"] - acc["maml"])),
         eps_median=float(np.median([c["eps"] for c in profiles])), eps_max=float(np.max([c["eps"] for c in profiles])),
@@ -595,17 +597,20 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
                 decide("departure_excess", lambda d: d["high"] is not None and d["high"] <= m,
                        lambda d: d["low"] is not None and d["low"] > m)))
             level = f"{1 - 2 * cfg['equivalence_alpha']:.0%}"
-            for field, which in (("fob_minus_maml", "final"), ("fob_minus_maml_early", "early-stopped")):
+            for which, name, x in (("final", "final", ""), ("early-stopped", "early", "_early")):
+                field = f"fob_minus_maml{x}"
                 out.append(claim(
-                    f"fob_tracks_maml_paired_{act}_{setting}_{'final' if which == 'final' else 'early'}",
+                    f"fob_tracks_maml_paired_{act}_{setting}_{name}",
                     f"FO-B-MAML's {which} test accuracy is within +-{m:g} point of MAML's, paired by seed ({where})",
                     f"paired {level} interval of FO-B - MAML inside +-{m:g} point (TOST)",
-                    "FO-B - MAML, points: " + per_shot(field, _fmt) + "; MAML perturbed - MAML (final, the same "
-                    "test on MAML itself): " + ", ".join(f"{c.shots}-shot {_fmt(s['perturbed_minus_maml'])}"
+                    "FO-B - MAML, points: " + per_shot(field, _fmt) + f"; MAML perturbed - MAML ({which}, the same "
+                    "test on MAML itself): " + ", ".join(f"{c.shots}-shot {_fmt(s[f'perturbed_minus_maml{x}'])}"
                                                          for c, s in keyed) + "; seeds needed at the committed paired "
-                    "spread: " + ", ".join(f"{c.shots}-shot {summary['seeds'][c.key]['needed']}" for c, _ in keyed)
-                    + "; at this campaign's: " + ", ".join(f"{c.shots}-shot {s['needed_here']} (sd {s['sd_here']:.2f})"
-                                                          for c, s in keyed if s["sd_here"] is not None),
+                    "spread (the selection's): " + ", ".join(f"{c.shots}-shot {summary['seeds'][c.key]['needed']}"
+                                                              for c, _ in keyed)
+                    + f"; at this campaign's ({which}): "
+                    + ", ".join(f"{c.shots}-shot {s[f'needed_here{x}']} (sd {s[f'sd_here{x}']:.2f})"
+                                for c, s in keyed if s[f"sd_here{x}"] is not None),
                     decide(field, lambda d: d["low"] is not None and d["low"] >= -m and d["high"] <= m,
                            lambda d: d["low"] is not None and (d["low"] > m or d["high"] < -m))))
     return out

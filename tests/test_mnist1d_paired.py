@@ -154,3 +154,29 @@ def test_committed_only_summarizes_the_committed_units_and_lists_the_pending_cel
     assert out["summary"]["pending"] == {"gelu/1shot/shared": {"committed": 1, "planned": 2}}
     assert out["claims"] and all(c["verdict"] == "inconclusive" for c in out["claims"])
     assert all("1-shot pending (1 of 2 units committed)" in c["measured"] for c in out["claims"])
+
+
+def test_each_accuracy_claim_quotes_its_own_spread_and_floor(tmp_path):
+    """The early-stopped claim's seeds-needed and noise floor come from the early-stopped
+    accuracies, the final claim's from the final ones (recomputed here from the unit files)."""
+    cfg = dict(tiny(tmp_path, activations=["gelu"], shots=[5], settings=["shared"]), seeds=[0, 1, 2])
+    paired.run(cfg)
+    cell = paired.cells(cfg)[0]
+    rng = np.random.default_rng(0)
+    units = []
+    for seed in cfg["seeds"]:  # distinct final and early-stopped accuracies in every arm
+        u = campaign.read(paired.result_path(cfg, cell, seed))
+        for x in ("accuracy", "accuracy_early"):
+            u[x] = {a: list(70 + 10 * rng.random(len(v))) for a, v in u[x].items()}
+        units.append(campaign.commit(paired.result_path(cfg, cell, seed), u))
+    out = paired.run(dict(cfg, committed_only=True))
+    s = out["summary"]["cells"][cell.key]
+    for x, which in (("", "final"), ("_early", "early-stopped")):
+        acc = {a: np.array([np.mean(u[f"accuracy{x}"][a]) for u in units]) for a in paired.ARMS}
+        sd = np.std(acc["fob_symmetric"] - acc["maml"], ddof=1)
+        assert sd > 0.1
+        assert s[f"sd_here{x}"] == pytest.approx(sd, abs=1e-12)
+        assert s[f"perturbed_minus_maml{x}"]["mean"] == pytest.approx(np.mean(acc["maml_perturbed"] - acc["maml"]))
+        c = next(c for c in out["claims"] if c["id"].endswith("_" + which.split("-")[0]))
+        assert f"at this campaign's ({which}): 5-shot {s[f'needed_here{x}']} (sd {sd:.2f})" in c["measured"]
+        assert f"MAML perturbed - MAML ({which}, the same test on MAML itself)" in c["measured"]
