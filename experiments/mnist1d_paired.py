@@ -388,6 +388,23 @@ def unit_seconds(cfg, cell: Cell, seconds: dict) -> float:
     return cfg["meta_steps"] * (2 * maml + fob) + checkpoints * maml + episodes * episode
 
 
+def _seed_line(key: str, p: dict, cfg) -> str:
+    """One cell of :func:`seed_plan` as a line of the plan. The cell's own first seeds' need,
+    once measured, governs; the selection's otherwise."""
+    diffs = ", ".join(f"{d:+.1f}" for d in p["differences"]) or "none"
+    spread = "no spread measured" if p["sd"] is None else \
+        f"sd {p['sd']:.2f}{' (pooled over cells)' if p['pooled'] else ''}"
+    here = "" if p["needed_here"] is None else f"; its first seeds' sd {p['sd_here']:.2f} needs {p['needed_here']}"
+    need = p["needed_here"] if p["needed_here"] is not None else p["needed"]
+    note = ""
+    if need is not None and need > cfg["max_seeds"]:
+        note = (f" (more than max_seeds {cfg['max_seeds']} needed: the +-{cfg['margin']:g} claim cannot be "
+                "decided within the budget; the noise floor is the test here)")
+    elif need is not None and need > len(p["seeds"]):
+        note = f" (fewer than the {need} needed: seeds given)"
+    return f"  {key:<18} differences {diffs}; {spread}; needs {p['needed']}{here}; runs {len(p['seeds'])}{note}"
+
+
 def plan(cfg) -> str:
     """The seeds each cell needs (from the committed paired spread) and the campaign's units and
     process-hours, as text; a plan over ``budget_hours`` says by how much."""
@@ -396,16 +413,7 @@ def plan(cfg) -> str:
              f"per side = the {1 - 2 * cfg['equivalence_alpha']:.0%} paired interval inside the margin; power "
              f"{cfg['power']:.0%} at a true difference of 0), from FO-B minus MAML test accuracies committed in "
              f"{cfg['selection']}:"]
-    for key, p in seeds.items():
-        diffs = ", ".join(f"{d:+.1f}" for d in p["differences"]) or "none"
-        spread = "no spread measured" if p["sd"] is None else \
-            f"sd {p['sd']:.2f}{' (pooled over cells)' if p['pooled'] else ''}"
-        short = max(p["needed"] or 0, p["needed_here"] or 0) > len(p["seeds"])
-        here = "" if p["needed_here"] is None else \
-            f"; its first seeds' sd {p['sd_here']:.2f} needs {p['needed_here']}"
-        lines.append(f"  {key:<18} differences {diffs}; {spread}; needs {p['needed']}{here}; runs {len(p['seeds'])}"
-                     + (f" (more than max_seeds {cfg['max_seeds']} needed: the +-{cfg['margin']:g} claim cannot be "
-                        "decided within the budget; the noise floor is the test here)" if short else ""))
+    lines += [_seed_line(key, p, cfg) for key, p in seeds.items()]
     every = jobs(cfg, seeds)
     todo = [j.args[1] for j in campaign.pending(every)]
     keys = {(c.activation, m, f, c.inner_steps, c.shots) for c in todo

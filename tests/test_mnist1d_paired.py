@@ -180,3 +180,17 @@ def test_each_accuracy_claim_quotes_its_own_spread_and_floor(tmp_path):
         c = next(c for c in out["claims"] if c["id"].endswith("_" + which.split("-")[0]))
         assert f"at this campaign's ({which}): 5-shot {s[f'needed_here{x}']} (sd {sd:.2f})" in c["measured"]
         assert f"MAML perturbed - MAML ({which}, the same test on MAML itself)" in c["measured"]
+
+
+@pytest.mark.parametrize("needed, needed_here, seeds, note", [
+    (18, 10, 10, ""),  # the cell's own spread asked for 10, which ran: not short
+    (18, None, 5, "more than max_seeds 16 needed"),  # before stage 2 the selection's need governs
+    (5, 91, 5, "more than max_seeds 16 needed"),
+    (12, None, 3, "fewer than the 12 needed: seeds given"),
+])
+def test_the_plan_line_flags_a_cell_by_the_need_that_governs_it(needed, needed_here, seeds, note):
+    cfg = paired.config()
+    p = dict(differences=[1.0, -1.0], sd=1.41, pooled=False, needed=needed, sd_here=None if needed_here is None else 1.0,
+             needed_here=needed_here, seeds=list(range(seeds)))
+    line = paired._seed_line("relu/5shot/shared", p, dict(cfg, max_seeds=16))
+    assert (f"runs {seeds} ({note}" in line) if note else line.endswith(f"runs {seeds}")
