@@ -507,8 +507,10 @@ def _cell_summary(units, cfg) -> dict:
     ratio = np.log([c["distance_fob_symmetric"] / c["distance_maml_perturbed"] for c in last])
     log_ratio = paired_interval(ratio)
     profiles = [c for u in units for c in u["curve"]]
-    sd_here, needed_here = _own_spread(acc["fob_symmetric"] - acc["maml"], cfg)
-    sd_here_early, needed_here_early = _own_spread(early["fob_symmetric"] - early["maml"], cfg)
+    gap = {a: acc[a] - acc["maml"] for a in ("fob_symmetric", "maml_perturbed")}  # paired by seed
+    gap_early = {a: early[a] - early["maml"] for a in ("fob_symmetric", "maml_perturbed")}
+    sd_here, needed_here = _own_spread(gap["fob_symmetric"], cfg)
+    sd_here_early, needed_here_early = _own_spread(gap_early["fob_symmetric"], cfg)
     miss = lambda c, model: abs(np.log(max(c["low_share"], 1e-300) / c[f"low_share_{model}"]))  # noqa: E731
     closer = [miss(c, "relative") < miss(c, "absolute") for c in profiles]
     return dict(
@@ -517,13 +519,12 @@ def _cell_summary(units, cfg) -> dict:
         distance_perturbed=float(np.exp(np.mean(np.log([c["distance_maml_perturbed"] for c in last])))),
         distance_ratio={k: (float(np.exp(v)) if k != "n" and v is not None else v) for k, v in log_ratio.items()},
         accuracy={a: float(acc[a].mean()) for a in ARMS}, accuracy_early={a: float(early[a].mean()) for a in ARMS},
-        fob_minus_maml=paired_interval(acc["fob_symmetric"] - acc["maml"], level),
-        fob_minus_maml_early=paired_interval(early["fob_symmetric"] - early["maml"], level),
+        fob_minus_maml=paired_interval(gap["fob_symmetric"], level),
+        fob_minus_maml_early=paired_interval(gap_early["fob_symmetric"], level),
         sd_here=sd_here, needed_here=needed_here, sd_here_early=sd_here_early, needed_here_early=needed_here_early,
-        perturbed_minus_maml=paired_interval(acc["maml_perturbed"] - acc["maml"], level),
-        perturbed_minus_maml_early=paired_interval(early["maml_perturbed"] - early["maml"], level),
-        departure_excess=paired_interval(np.abs(acc["fob_symmetric"] - acc["maml"])
-                                         - np.abs(acc["maml_perturbed"] - acc["maml"])),
+        perturbed_minus_maml=paired_interval(gap["maml_perturbed"], level),
+        perturbed_minus_maml_early=paired_interval(gap_early["maml_perturbed"], level),
+        departure_excess=paired_interval(np.abs(gap["fob_symmetric"]) - np.abs(gap["maml_perturbed"])),
         eps_median=float(np.median([c["eps"] for c in profiles])), eps_max=float(np.max([c["eps"] for c in profiles])),
         relative_model_closer=float(np.mean(closer)),
         low_share_median=float(np.median([c["low_share"] for c in profiles])),
