@@ -834,9 +834,11 @@ def plan(cfg) -> str:
 def campaign_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with the options every MNIST-1D campaign script takes: the executor's
     (:func:`fobtheory.campaign.add_options`), device, the configuration (quick, seed),
-    methods, activations, the committed results root and the protocol."""
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    methods, activations, the committed results root and the protocol; each error is one
+    line (:class:`fobtheory.cli.Parser`)."""
+    from fobtheory.cli import Parser
+
+    p = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     campaign.add_options(p)
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default cpu)")
     p.add_argument("--quick", action="store_true", help="the quick configuration")

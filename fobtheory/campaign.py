@@ -21,17 +21,23 @@ it (:class:`DamagedResult`), plans list it apart, and no executor starts while o
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import multiprocessing
+import numbers
+import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 from .progress import track
-from .results import DamagedResult, read_json, write_json_atomic
+from .results import DamagedResult, read_json, remove_stale_temporaries, write_json_atomic
 
 EXECUTORS = ("serial", "local", "slurm", "submitit-local")
 STATES = ("committed", "broken", "pending")
@@ -137,10 +143,88 @@ def describe(jobs, seconds: Callable[[Job], float] | None = None, root=None,
 # executors
 
 
-def _set_threads(threads: int):
-    import torch
+class Interrupted(KeyboardInterrupt):
+    """A campaign stopped by SIGINT (Ctrl-C) or SIGTERM: its workers ended, its committed units
+    kept, so rerunning the command resumes it; ``status`` is the exit status, 128 + the signal."""
 
-    torch.set_num_threads(threads)
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
+        self.signum, self.status = signum, 128 + signum
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _interruptible():
+    """In the body, SIGINT and SIGTERM raise :class:`Interrupted`, once (a second one waits
+    for the cleanup); the previous handlers come back after it. Off the main thread, where
+    Python takes no handlers, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with(parent: int) -> None:
+    """End this process when process ``parent`` (its parent) ends, however it ends: SIGKILL,
+    which nothing can catch, included.
+
+    On Linux the kernel kills it, ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; the signal comes when
+    the *thread* that started this process ends, here :func:`run_jobs`'s, which outlives its
+    workers. Elsewhere, or if prctl fails, :func:`_watch_parent` polls. A parent gone before
+    the call is caught by the check that follows it."""
+    if not (sys.platform.startswith("linux")
+            and ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0):
+        _watch_parent(parent)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _watch_parent(parent: int, every: float = 1.0) -> threading.Thread:
+    """A daemon thread that ends this process (``os._exit(1)``) once its parent is no longer
+    ``parent``, checking every ``every`` seconds (POSIX: another process adopts an orphan;
+    not on Windows, where ``os.getppid`` keeps the dead parent's id)."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="watch-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def _start_worker(parent: int, threads: int) -> None:
+    """A local worker's first act: end with ``parent`` (:func:`_die_with`), leave Ctrl-C to
+    the parent (which ends the workers), run ``threads`` torch threads."""
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_threads(threads)
+
+
+def _set_threads(threads: int):
+    """``threads`` torch threads in this process: at once if torch is loaded, else through the
+    variables it reads when it loads (a worker does not load torch for units that need none)."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _perform(job: Job, threads: int | None = None) -> float:
@@ -160,25 +244,49 @@ def run_jobs(jobs, *, executor: str = "local", workers: int = 1, threads: int = 
     ``<cache>/submitit``)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    if int(workers) != workers or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    for name, value in (("workers", workers), ("threads", threads)):
+        if not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    jobs = list(jobs)
     refuse_broken(jobs)
     todo = pending(jobs)
     if not todo:
         return []
-    if executor == "serial":
-        with track(total=sum(j.steps for j in todo), desc=desc, unit="step") as bar:
-            for j in todo:
-                bar.set_postfix_str(j.name)
-                j.fn(*j.args, progress=bar)
-        return []
-    if executor == "local":
-        context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_set_threads,
-                                 initargs=(threads,)) as pool:
-            futures = {pool.submit(_perform, j): j for j in todo}
-            return _collect(as_completed(futures), futures, lambda f: f.result(), len(todo), echo, desc)
-    return _submitit(todo, executor, workers, threads, options or {}, folder, echo, desc)
+    for results in sorted({j.path.parent for j in todo}):
+        remove_stale_temporaries(results)
+    if executor not in ("serial", "local"):
+        return _submitit(todo, executor, workers, threads, options or {}, folder, echo, desc)
+    try:
+        with _interruptible():
+            if executor == "local":
+                return _run_local(todo, workers, threads, echo, desc)
+            with track(total=sum(j.steps for j in todo), desc=desc, unit="step") as bar:
+                for j in todo:
+                    bar.set_postfix_str(j.name)
+                    j.fn(*j.args, progress=bar)
+            return []
+    except Interrupted as stop:
+        committed = sum(j.path.exists() for j in jobs)
+        raise Interrupted(stop.signum, f"interrupted by {signal.Signals(stop.signum).name}: {committed} of "
+                                       f"{len(jobs)} units committed, the running ones stopped unwritten; "
+                                       "rerun the same command to resume") from None
+
+
+def _run_local(todo, workers, threads, echo, desc) -> list[str]:
+    """``todo`` on ``workers`` spawned processes (CUDA cannot be forked) that end with this
+    one (:func:`_start_worker`); any exception here, an interruption included, kills them
+    before it goes on (a unit stopped mid-write leaves no result: commits are atomic)."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(os.getpid(), threads))
+    try:
+        futures = {pool.submit(_perform, j): j for j in todo}
+        return _collect(as_completed(futures), futures, lambda f: f.result(), len(todo), echo, desc)
+    except BaseException:
+        for process in list(pool._processes.values()):  # the standard library's own table of workers
+            process.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _collect(finished, jobs_of, result_of, total, echo, desc) -> list[str]:
@@ -233,15 +341,20 @@ def complete(jobs: Callable[[], list[Job]], *, batch: Callable[[list[Job]], list
 def add_options(p: argparse.ArgumentParser, executor: str | None = "local", workers: int | None = 2,
                 threads: int | None = 1) -> argparse.ArgumentParser:
     """The executor options of a campaign command: ``--executor``, ``--workers``, ``--threads``,
-    ``--cluster-option KEY=VALUE`` (a default of None: the experiment's configuration decides)."""
+    ``--cluster-option KEY=VALUE`` (a default of None: the experiment's configuration decides);
+    a count below 1 is refused as the command line is read."""
+    from .cli import integer_at_least
+
     def default(value):
         return f"default {value}" if value is not None else "default: the configuration's"
 
     p.add_argument("--executor", choices=EXECUTORS, default=executor,
                    help="where the units run: serial (this process), local (worker processes), slurm (a submitit "
                         f"job array), submitit-local (submitit on this machine); {default(executor)}")
-    p.add_argument("--workers", type=int, default=workers, help=f"processes or jobs at once ({default(workers)})")
-    p.add_argument("--threads", type=int, default=threads, help=f"torch threads per worker ({default(threads)})")
+    p.add_argument("--workers", type=integer_at_least(1), default=workers,
+                   help=f"processes or jobs at once, >= 1 ({default(workers)})")
+    p.add_argument("--threads", type=integer_at_least(1), default=threads,
+                   help=f"torch threads per worker, >= 1 ({default(threads)})")
     p.add_argument("--cluster-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a submitit parameter, e.g. slurm_partition=gpu, timeout_min=120, gpus_per_node=1")
     return p
@@ -264,9 +377,13 @@ def cluster_options(pairs) -> dict:
 def command(name: str, body: Callable[[], str | None]) -> int:
     """Exit status of a campaign entry point: ``body()`` plans or trains and returns its last
     line (None: nothing to add); a bad value (ValueError) ends it with status 2, a failed unit
-    (RuntimeError) with 1, each with one line on stderr."""
+    (RuntimeError) with 1, an interruption (:class:`Interrupted`) with 128 + the signal, each
+    with one line on stderr."""
     try:
         last = body()
+    except Interrupted as err:
+        print(f"{name}: {err}", file=sys.stderr)
+        return err.status
     except ValueError as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2

@@ -135,14 +135,22 @@ def output_folder(out, quick: bool) -> Path:
     return path
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+def integer_at_least(minimum: int):
+    """An argparse ``type``: the integer in the text, refused (one line, naming the valid
+    range) unless it is at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+_seed = integer_at_least(0)
 
 
 class Parser(argparse.ArgumentParser):
@@ -229,11 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run a command; a bad value (ValueError) or a failed read or write (OSError) ends it
-    with one line on stderr and exit status 2 or 1."""
+    with one line on stderr and exit status 2 or 1, an interrupted campaign with one line
+    and 128 + the signal's number."""
+    from .campaign import Interrupted
+
     args = build_parser().parse_args(argv)
     previous = progress.set_mode(args.progress)
     try:
         return args.func(args)
+    except Interrupted as stop:  # a campaign's workers ended; what is committed stays
+        print(f"fobtheory {args.command}: {stop}", file=sys.stderr)
+        return stop.status
     except (ValueError, OSError) as err:
         print(f"fobtheory {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2 if isinstance(err, ValueError) else 1

@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +142,16 @@ def write_json_atomic(path: str | os.PathLike, obj) -> Path:
     return _write_atomic(path, lambda f: f.write(dumps(obj)), "w")
 
 
+TEMPORARY = (".", ".tmp")  # prefix and suffix of the temporary file of an atomic write
+
+
 def _write_atomic(path, write, mode: str) -> Path:
+    """``write(f)`` into a temporary file beside ``path`` (``.<name>.<random>.tmp``), fsync'd,
+    then renamed onto ``path``: a writer killed at any point leaves the old file or the new
+    one, and at worst the temporary file (:func:`remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY[0]}{path.name}.", suffix=TEMPORARY[1])
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -158,6 +165,22 @@ def _write_atomic(path, write, mode: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(folder, older_than: float = 600.0) -> list[Path]:
+    """Delete the temporary files that atomic writes into ``folder`` left when their writer
+    was killed mid-write, those last modified over ``older_than`` seconds ago (a live write
+    takes well under a second; a younger one may be another process's, writing now); returns
+    the deleted paths. Nothing reads them as results: they are hidden and end in ``.tmp``."""
+    folder, now, gone = Path(folder), time.time(), []
+    for tmp in sorted(folder.glob(f"{TEMPORARY[0]}*{TEMPORARY[1]}")):
+        try:
+            if now - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+                gone.append(tmp)
+        except FileNotFoundError:  # removed meanwhile by another process
+            pass
+    return gone
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 130) -> Path:
