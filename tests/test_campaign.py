@@ -42,6 +42,9 @@ def test_unknown_executors_and_worker_counts_are_refused_by_name(tiny):
         campaign.run_jobs(mnist1d.jobs(tiny), executor="ray")
     with pytest.raises(ValueError, match="workers must be an integer >= 1"):
         campaign.run_jobs(mnist1d.jobs(tiny), workers=0)
+    for threads in (0, -2, 1.5):
+        with pytest.raises(ValueError, match=f"threads must be an integer >= 1, got {threads}"):
+            campaign.run_jobs(mnist1d.jobs(tiny), threads=threads)
     with pytest.raises(ValueError, match="--cluster-option must be KEY=VALUE"):
         campaign.cluster_options(["slurm_partition"])
     assert campaign.cluster_options(["timeout_min=90", "slurm_partition=gpu"]) == \

@@ -1,3 +1,4 @@
+import signal
 import subprocess
 import sys
 
@@ -34,10 +35,11 @@ def test_the_main_job_needs_no_test_dependencies():
     assert out.returncode == 0, out.stderr
 
 
-def _error_line(capsys, argv) -> tuple[int, str]:
-    """Exit status and stderr of `fobtheory argv`; the error must be one line, no traceback."""
+def _error_line(capsys, argv, run=main) -> tuple[int, str]:
+    """Exit status and stderr of `fobtheory argv` (or of another command's ``run``); the
+    error must be one line, no traceback."""
     try:
-        status = main(argv)
+        status = run(argv)
     except SystemExit as exit_:  # argparse
         status = exit_.code
     err = capsys.readouterr().err
@@ -57,6 +59,21 @@ def _error_line(capsys, argv) -> tuple[int, str]:
 def test_bad_options_end_in_one_line_naming_the_option(capsys, argv, option, valid):
     status, err = _error_line(capsys, argv)
     assert status == 2 and option in err and valid in err
+
+
+@pytest.mark.parametrize("option", ["--workers", "--threads"])
+@pytest.mark.parametrize("value", ["0", "-1", "-2", "two"])
+def test_worker_and_thread_counts_below_one_end_in_one_line_as_the_command_line_is_read(capsys, option, value):
+    from fobtheory.cli import CAMPAIGNS
+    from fobtheory.experiments import mnist1d_select, run_parallel
+
+    commands = [(f"fobtheory {c}", [c, option, value], main) for c in CAMPAIGNS]
+    commands += [(f"python -m {m.__name__}", [option, value], m.main) for m in (run_parallel, mnist1d_select)]
+    for prog, argv, run in commands:
+        status, err = _error_line(capsys, argv, run)
+        assert status == 2 and err.startswith(f"{prog}: error: argument {option}: must be an integer >= 1, "
+                                              f"got {value!r}"), err
+    assert vars(build_parser().parse_args(["select", option, "3"]))[option[2:]] == 3
 
 
 @pytest.mark.parametrize("command", ["bias", "reproduce"])
@@ -79,10 +96,23 @@ def test_a_failed_read_or_write_ends_in_one_line(capsys, tmp_path):
 def test_the_console_reports_the_issue_cases_without_traceback(tmp_path):
     (tmp_path / "f").write_text("")
     for args, option in ((["memory", "--quick", "--device", "tpu"], "--device"),
-                         (["bias", "--quick", "--out", str(tmp_path / "f" / "out")], "--out")):
+                         (["bias", "--quick", "--out", str(tmp_path / "f" / "out")], "--out"),
+                         (["select", "--threads", "-2"], "--threads")):
         out = subprocess.run([sys.executable, "-m", "fobtheory.cli", *args], capture_output=True, text=True)
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and option in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_an_interrupted_campaign_ends_in_one_line_and_the_status_of_its_signal(capsys, monkeypatch):
+    from fobtheory.campaign import Interrupted
+
+    def interrupted(args):
+        raise Interrupted(signal.SIGTERM, "interrupted by SIGTERM: 2 of 6 units committed; rerun to resume")
+
+    monkeypatch.setattr("fobtheory.cli.experiment", interrupted)
+    status, err = _error_line(capsys, ["select", "--quick"])
+    assert status == 128 + signal.SIGTERM and err == "fobtheory select: interrupted by SIGTERM: 2 of 6 units " \
+                                                     "committed; rerun to resume\n"
 
 
 def test_progress_flags_go_before_or_after_the_command():
