@@ -17,6 +17,12 @@ through the committed folder. Executors (:data:`EXECUTORS`):
 
 A file that exists but cannot be read is *broken*: every reader names it and says to delete
 it (:class:`DamagedResult`), plans list it apart, and no executor starts while one is there.
+
+Interrupting a campaign leaves nothing running: ``local`` workers die with the process that
+started them, however it ends (SIGKILL too); SIGINT (Ctrl-C) and SIGTERM stop the ``serial``
+and ``local`` executors, kill the workers, and raise :class:`Interrupted` (the commands: one
+line, exit status 128 + the signal). A unit stopped mid-write leaves no result, at worst a
+hidden temporary file, deleted by a later run once stale.
 """
 from __future__ import annotations
 

@@ -192,3 +192,18 @@ def test_a_worker_whose_parent_is_already_gone_ends_at_once():
                           "campaign._die_with(os.getppid() + 1); print('still here')"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "still here" not in out.stdout
+
+
+def test_only_stale_temporary_files_are_removed(tmp_path):
+    """Another process may be writing a young one now; results and other files stay."""
+    from fobtheory.results import remove_stale_temporaries, write_json_atomic
+
+    write_json_atomic(tmp_path / "u0.json", {"index": 0})
+    stale, young, other = tmp_path / ".u1.json.abc.tmp", tmp_path / ".u2.json.def.tmp", tmp_path / "notes.tmp"
+    for path in (stale, young, other):
+        path.write_text("{")
+    an_hour_ago = time.time() - 3600
+    for path in (stale, other):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".u2.json.def.tmp", "notes.tmp", "u0.json"]
