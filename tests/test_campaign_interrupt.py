@@ -9,68 +9,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from campaign_units import HELD, UNITS, command, jobs, result, values_of
 
-from fobtheory import campaign, progress
+from fobtheory import campaign
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process trees from /proc")
-
-UNITS = 6
-HELD = {2: "computing", 3: "writing"}  # units that wait, while the file `hold` exists, at that point
-
-
-def unit(folder, index, progress=None):
-    """A test unit: note this process's id, compute a seeded vector, commit it. While
-    ``folder/hold`` exists, unit 2 waits before it commits, unit 3 inside its commit (after
-    the temporary file is written, before the rename onto the result)."""
-    folder = Path(folder)
-    (folder / "pids" / str(os.getpid())).touch()
-    held = (folder / "hold").exists() and HELD.get(index)
-    if held == "computing":
-        _wait(folder, index)
-    values = _values(index)
-    if held == "writing":
-        os.fsync = lambda fd: _wait(folder, index)  # the atomic write fsyncs its temporary file, then renames it
-    campaign.commit(result(folder, index), {"index": index, "values": values})
-
-
-def _values(index) -> list[float]:
-    return np.random.default_rng(index).standard_normal(100).tolist()
-
-
-def _wait(folder, index):
-    (folder / f"held-{index}").touch()
-    time.sleep(300)
-
-
-def result(folder, index) -> Path:
-    return Path(folder) / "runs" / f"u{index}.json"
-
-
-def jobs(folder) -> list[campaign.Job]:
-    (Path(folder) / "pids").mkdir(parents=True, exist_ok=True)
-    return [campaign.Job(result(folder, i), unit, (str(folder), i)) for i in range(UNITS)]
-
-
-def drive(folder) -> int:
-    """The campaign command of these tests: the units on two local workers."""
-    progress.set_mode("off")
-
-    def body():
-        failed = campaign.run_jobs(jobs(folder), workers=2)
-        return campaign.failure(failed) if failed else None
-
-    return campaign.command("campaign", body)
 
 
 def _start(folder, log) -> subprocess.Popen:
     """The command, in a session of its own (a terminal's foreground group), stderr to ``log``."""
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import {__name__} as t; " \
-           f"sys.exit(t.drive({str(folder)!r}))"
     with open(log, "w") as err:  # a file, not a pipe: the workers inherit it
-        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+        return subprocess.Popen(command(folder), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -138,7 +88,7 @@ def test_an_interrupted_campaign_leaves_no_process_and_resumes_to_the_uninterrup
 
     # the unit stopped mid-write left its temporary file, never its result
     temporary = list(result(folder, 3).parent.glob(".u3.json.*.tmp"))
-    assert len(temporary) == 1 and campaign.read(temporary[0]) == {"index": 3, "values": _values(3)}
+    assert len(temporary) == 1 and campaign.read(temporary[0]) == {"index": 3, "values": values_of(3)}
     assert [campaign.status(j) for j in units] == ["committed"] * 2 + ["pending"] * (UNITS - 2)
     kept = {i: result(folder, i).stat() for i in (0, 1)}
     a_day_ago = time.time() - 86400
