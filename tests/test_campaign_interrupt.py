@@ -108,8 +108,8 @@ def test_an_interrupted_campaign_leaves_no_process_and_resumes_to_the_uninterrup
 def _orphan_code(watch: str) -> str:
     """A middle process that starts a child running ``watch`` (with the middle's pid in
     ``parent``), prints the child's pid, and waits."""
-    child = f"import os, time; from fobtheory import campaign; parent = os.getppid(); {watch}; print('ready', flush=True); " \
-            "time.sleep(300)"
+    child = f"import os, time; from fobtheory import campaign; parent = os.getppid(); {watch}; " \
+            "print('ready', flush=True); time.sleep(300)"
     return ("import subprocess, sys, time\n"
             f"c = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE, text=True)\n"
             "assert c.stdout.readline() == 'ready\\n'\n"
