@@ -203,7 +203,7 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _watch_parent(parent: int, every: float = 1.0) -> threading.Thread:
+def _watch_parent(parent: int, every: float = 1.0) -> None:
     """A daemon thread that ends this process (``os._exit(1)``) once its parent is no longer
     ``parent``, checking every ``every`` seconds (POSIX: another process adopts an orphan;
     not on Windows, where ``os.getppid`` keeps the dead parent's id)."""
@@ -212,9 +212,7 @@ def _watch_parent(parent: int, every: float = 1.0) -> threading.Thread:
             time.sleep(every)
         os._exit(1)
 
-    thread = threading.Thread(target=watch, name="watch-parent", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 def _start_worker(parent: int, threads: int) -> None:
@@ -247,7 +245,10 @@ def run_jobs(jobs, *, executor: str = "local", workers: int = 1, threads: int = 
     """Run the pending ``jobs`` on ``executor``; returns the names of the jobs that failed
     (the others finish first). ``options``: submitit parameters (``timeout_min``,
     ``slurm_partition``, ``gpus_per_node``, ...); ``folder``: submitit's logs (default
-    ``<cache>/submitit``)."""
+    ``<cache>/submitit``). SIGINT or SIGTERM stops the ``serial`` and ``local`` executors:
+    :class:`Interrupted`, saying how many units are committed, once the workers are dead.
+    Temporary files that killed writers left beside the results are deleted once stale
+    (:func:`fobtheory.results.remove_stale_temporaries`)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     for name, value in (("workers", workers), ("threads", threads)):
