@@ -1,6 +1,6 @@
 """Bias rates of FO-B-MAML: error against delta, and best error against solve accuracy eps.
 
-DESIGN.md section 4.1. Float64 throughout; ``normalize=False``, so delta is the step ``t`` of
+Theory: the docs' Theory page, "Estimators and their bias". Float64 throughout; ``normalize=False``, so delta is the step ``t`` of
 the perturbed problem ``u = x - t grad F(phi(u))`` (the parameter displacement is delta |v|).
 Every error is relative, ``|estimate - grad Phi| / |grad Phi|``, against the closed form.
 
@@ -27,7 +27,7 @@ a user would choose it) and at delta* (C from the regime-1 fit). Float64 roundof
 **Kinks.** On piecewise-smooth tasks (:class:`fobtheory.problems.ReluRegressionTask`), every
 other evaluation point sits ``kink_gap`` from a kink, as trained ReLU units do: a plain
 difference crosses it at every delta and measures the gradient's jump / delta, while the
-anchored oracles (pattern of the anchor frozen, DESIGN.md section 4.6) difference the smooth
+anchored oracles (pattern of the anchor frozen; Theory page, "Frozen activation patterns") difference the smooth
 piece that the closed form differentiates. Errors are reported by their tail over tasks.
 
 **Constants.** On the cosine tasks, ``(estimate - grad Phi) / delta^p`` at one small delta

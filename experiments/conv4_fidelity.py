@@ -10,7 +10,7 @@ stroke images (:func:`fobtheory.data.stroke_images`, 28 x 28, one channel, no do
     |g - g_MAML| / |g_MAML|,   g_MAML the float64 second-order meta-gradient,
 
 of FO-B forward and symmetric, plain and with the activation pattern of the anchor frozen
-(DESIGN.md section 4.6), over a delta grid per dtype. Every meta-gradient is taken in training
+(Theory page, "Frozen activation patterns"), over a delta grid per dtype. Every meta-gradient is taken in training
 mode: BatchNorm normalises with the statistics of the set at hand (support in the inner loop,
 query in the outer loss), as MAML's reference code does.
 

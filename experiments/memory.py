@@ -12,7 +12,7 @@ FO-B-MAML symmetric appears twice: as used for training (the inner iterates stor
 parameter vectors per task; the two stencil points in one batched call) and *lean*
 (``store_iterates=False``: iterates recomputed, memory flat in K for ``K(K-1)/2`` more
 gradient calls; ``stack_stencil=False``: one stencil point per call, the peak of a single
-gradient). Exact MAML by Hessian-vector products (``maml_hvp``, DESIGN.md 4.9) appears with
+gradient). Exact MAML by Hessian-vector products (``maml_hvp``) appears with
 its iterates stored and recomputed (``maml_hvp_lean``), FO-B's storage options. The inputs are
 random tensors shaped like MNIST-1D episodes: memory and time do not depend on their values.
 """

@@ -8,7 +8,7 @@ anchors. At each, on ``episodes`` test tasks, the relative error
 
 of each FO-B estimator (:data:`ESTIMATORS`: plain forward and symmetric differences, the
 symmetric one with the kink guard, and both with the activation pattern of the anchor frozen,
-DESIGN.md section 4.6), in float32 and float64, over a delta grid. Networks: ``CNN1D`` with
+see the Theory page of the docs), in float32 and float64, over a delta grid. Networks: ``CNN1D`` with
 ReLU and with GELU (smooth: the control), and ``kinked_cnn`` (``activation="mixed"``:
 LeakyReLU, ReLU6 and MaxPool1d), each trained by MAML for this experiment.
 

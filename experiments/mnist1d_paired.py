@@ -1,5 +1,4 @@
-"""MNIST-1D paired tracking: FO-B-MAML against MAML and against MAML's own noise floor
-(DESIGN.md section 4.11).
+"""MNIST-1D paired tracking: FO-B-MAML against MAML and against MAML's own noise floor.
 
 One results file (``mnist1d_paired.json``) and one figure (``mnist1d_paired.png``).
 

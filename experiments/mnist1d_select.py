@@ -1,5 +1,4 @@
-"""MNIST-1D fair baselines: every method at its own inner step and step count, and its cost
-(DESIGN.md section 4.7).
+"""MNIST-1D fair baselines: every method at its own inner step and step count, and its cost.
 
 One results file (``mnist1d_select.json``) and two figures (``mnist1d_select.png``: accuracy
 against time and memory; ``mnist1d_select_grid.png``: the selection grid).

@@ -1,4 +1,4 @@
-"""Meta-training with each estimator and each meta-optimizer (DESIGN.md section 4.3).
+"""Meta-training with each estimator and each meta-optimizer.
 
 **Logistic distribution** (a finite task set; Phi is the mean over all its tasks). Each
 step draws a meta-batch of tasks without replacement, averages their meta-gradient

@@ -1,5 +1,5 @@
-"""Exact second order without the activation bottleneck, and where only first order is right
-(DESIGN.md section 4.9): the strongest alternative to FO-B-MAML, measured beside it.
+"""Exact second order without the activation bottleneck, and where only first order is right:
+the strongest alternative to FO-B-MAML, measured beside it.
 
 - **exactness**: ``maml_hvp`` (the backward recursion ``v_k = v_{k+1} - alpha H_k v_{k+1}``
   by Hessian-vector products) against ``maml`` (double backward through the unrolled inner

@@ -2,7 +2,7 @@
 
     python -m fobtheory.experiments.second_order_cuda_check [--out figures/cuda]
 
-Two networks whose fast CUDA kernels have no double backward (DESIGN.md section 4.9):
+Two networks whose fast CUDA kernels have no double backward:
 a self-attention block through ``F.scaled_dot_product_attention`` with the flash backend,
 and a GRU with cuDNN. Each method's meta-gradient on the fast kernel is compared with MAML on
 the same network and weights with the reference kernel (the math backend of attention,

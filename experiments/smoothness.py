@@ -1,4 +1,4 @@
-"""(L0, L1)-smoothness of the one-step MAML objective (DESIGN.md section 4.2).
+"""(L0, L1)-smoothness of the one-step MAML objective (docs: Theory, "(L0, L1)-smoothness").
 
 For each family, points on random rays of growing radius around the origin; at each point
 and for each task, the exact ``|grad Phi_i|`` and ``|hess Phi_i|_2`` (closed forms; for the
@@ -48,7 +48,7 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
         "plateau_slope": 0.1,
         "quadratic_rel_L1": 1e-8,
         "positive_rel_L1": 1e-3,
-        # every derivative of the loss bounded: Phi is L-smooth (DESIGN.md section 1), so the
+        # every derivative of the loss bounded: Phi is L-smooth (Theory page), so the
         # prediction is L1 = 0 and a bounded sup |hess Phi|, not the (L0, L1) growth
         "bounded_families": ["logistic"],
     }
@@ -175,12 +175,12 @@ def _claims(summary: dict, cfg: dict) -> list[dict]:
         if name in cfg["bounded_families"]:
             claims.append(claim(
                 f"L1_zero_{name}", f"{name}: every derivative of the loss is bounded, so Phi is L-smooth: the fitted "
-                "L1 vanishes (DESIGN.md section 1, corrected remark)",
+                "L1 vanishes (docs: Theory, (L0, L1)-smoothness)",
                 f"L1 max|grad| / max|hess| <= {cfg['quadratic_rel_L1']:g}", fit_text,
                 verdict(f["relative_L1"] <= cfg["quadratic_rel_L1"], f["relative_L1"] > cfg["positive_rel_L1"])))
             claims.append(claim(
                 f"hess_bounded_{name}", f"{name}: bounded derivatives bound |hess Phi|: its sup over the ball of "
-                "radius r levels off (DESIGN.md section 1, corrected remark)",
+                "radius r levels off (docs: Theory, (L0, L1)-smoothness)",
                 f"M(r_max)/M(r_min) < {cfg['growth_factor']:g} and outer-decade log-log slope "
                 f"< {cfg['plateau_slope']:g}", growth_text,
                 verdict(gr["factor"] < cfg["growth_factor"] and gr["outer_slope"] < cfg["plateau_slope"], grows)))

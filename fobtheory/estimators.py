@@ -1,7 +1,7 @@
 """Meta-gradient estimators on oracles: FO-B-MAML, FO-MAML, Reptile (gradients only), and
 the exact references HVP-MAML and HF-MAML (Hessian-vector products, exact or by differences).
 
-Notation (see DESIGN.md): ``phi(x) = x - alpha grad f(x)``, iterates ``x_{k+1} = phi(x_k)``,
+Notation (the docs' Theory page derives it): ``phi(x) = x - alpha grad f(x)``, iterates ``x_{k+1} = phi(x_k)``,
 ``Phi(x) = F(x_K)``, and ``grad Phi(x) = J_0 ... J_{K-1} grad F(x_K)`` with
 ``J_k = I - alpha hess f(x_k)``.
 

@@ -404,7 +404,7 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
     :func:`fobtheory.estimators.fob_maml` on the flat parameters). ``delta`` (FO-B) is the
     norm of the parameter displacement: the default 1e-3 reaches the float32 floor measured on
     CNN1D and on Conv4 with BatchNorm (1e-3 to 1e-2 give the same worst task there; use about
-    1e-5 in float64, DESIGN.md 4.6 and 4.10). FO-B ``options``:
+    1e-5 in float64). FO-B ``options``:
     ``normalize=True`` (the parameter displacement has norm delta), the kink guard
     ``kink_tol``, ``store_iterates`` (``False``: recompute the inner iterates, memory flat
     in K), ``checkpoint_every=c`` (keep every c-th iterate, recompute the others from it),

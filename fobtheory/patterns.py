@@ -6,7 +6,7 @@ the argmax of every pooling window) is constant, the loss equals a smooth ``L_P`
 Hessian-vector product, which second-order MAML uses, is ``hess L_P(x) v`` with P = P(x).
 A finite difference of gradients at ``x +- h v`` compares two pieces as soon as one unit
 flips inside the step; evaluating both gradients with the pattern of the anchor x instead
-is the finite difference of ``L_P`` itself (DESIGN.md section 4.6).
+is the finite difference of ``L_P`` itself (the docs' Theory page, "Frozen activation patterns").
 
 :class:`PatternHooks` does this with forward hooks on the kinked modules of a model:
 

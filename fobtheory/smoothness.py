@@ -1,7 +1,7 @@
 """(L0, L1)-smoothness probe: measure |hess Phi|_2 against |grad Phi| and fit the envelope.
 
 A function is (L0, L1)-smooth when ``|hess Phi(x)|_2 <= L0 + L1 |grad Phi(x)|`` everywhere.
-For the one-step MAML objective of a task (DESIGN.md section 1) theory gives
+For the one-step MAML objective of a task (the docs' Theory page, "(L0, L1)-smoothness") theory gives
 ``L0 = (1 + aL)^2 L_F`` and ``L1 = a rho / (1 - aL)``; quadratic tasks have ``L1 = 0``.
 
 The probe samples points ``c + r u`` on random rays (``u`` uniform on the unit sphere) at
