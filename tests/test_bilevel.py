@@ -47,7 +47,7 @@ def test_closed_form_hypergradient_equals_autograd_and_finite_differences(inst):
 
 
 @settings(max_examples=30, deadline=None)
-@given(instances, st.floats(-0.4, 0.4))
+@given(instances, st.one_of(st.just(0.0), st.floats(1e-6, 0.4), st.floats(-0.4, -1e-6)))
 def test_perturbed_solutions_are_stationary_and_match_the_series(inst, fraction):
     """``w_t`` zeroes ``grad_w (g + t F)`` (autograd), the penalty form gives the same point, and
     G(t) is the sum of its Taylor series inside the radius, with ``g_1 = grad Phi``."""
@@ -61,6 +61,10 @@ def test_perturbed_solutions_are_stationary_and_match_the_series(inst, fraction)
         + t * (((Av[:, None] @ wt[..., None])[..., 0] - bv[:, None]) ** 2).mean(-1).sum() / 2
     (grad,) = torch.autograd.grad(loss, wt)
     assert grad.abs().max() < 1e-10 * max(1.0, float(np.abs(w).max()))
+    total = problem.lower_loss(x, w) + t * problem.upper_loss(x, w)
+    assert np.allclose(total.sum(), float(loss.detach()) + t * (problem.mu * (x**2).sum() / 2), rtol=1e-12, atol=1e-12)
+    moved = w + 1e-3 * np.random.default_rng(0).standard_normal(w.shape)  # |t| < radius: strongly convex
+    assert np.all(problem.lower_loss(x, moved) + t * problem.upper_loss(x, moved) > total)
     if t != 0:
         assert _rel(problem.penalty_solution(x, 1 / t), w) < 1e-10
     series = problem.perturbation_series(x, 60)
