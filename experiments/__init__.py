@@ -25,6 +25,7 @@ from fobtheory.results import claim_line, load_results, write_json_atomic
 # CLI command -> module of this package, in the order `fobtheory reproduce` runs them
 COMMANDS = {
     "bias": "bias_rates",
+    "bilevel": "bilevel",
     "smoothness": "smoothness",
     "optimize": "optimize",
     "mnist1d": "mnist1d",
@@ -39,6 +40,8 @@ COMMANDS = {
 # module (results file) -> heading in the claims ledger
 TITLES = {
     "bias_rates": "Bias rates: error against delta and against solve accuracy (paper claims 1-2)",
+    "bilevel": "Bilevel family with closed forms: FO-B against F2SA-p, O(delta^p) rates and the eps law "
+               "(the nearest published relative)",
     "smoothness": "(L0, L1)-smoothness of the MAML objective (paper claim 3)",
     "optimize": "Meta-training: biased plateaus and normalized step sizes (paper claims 1, 3)",
     "mnist1d": "MNIST-1D few-shot learning with CNNs (paper claim 4, accuracy)",

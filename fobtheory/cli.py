@@ -38,6 +38,8 @@ def demo(args) -> int:
 
 EXPERIMENT_HELP = {
     "bias": "bias rates: error against delta and against solve accuracy (claims 1-2)",
+    "bilevel": "bilevel ridge tasks with closed forms: FO-B against F2SA-p (identity at delta = 1/lambda), "
+               "O(delta^p) rates for p = 1..8, the eps law of inexact lower-level solves",
     "smoothness": "(L0, L1)-smoothness of the MAML objective (claim 3)",
     "optimize": "meta-training with each estimator and optimizer (claims 1, 3)",
     "mnist1d": "few-shot MNIST-1D with CNNs: accuracy of each method (claim 4)",

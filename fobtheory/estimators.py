@@ -432,7 +432,8 @@ def fob_maml(
     delta : perturbation size (> 0): the step h of the difference, or with ``normalize``
         the norm of the parameter displacement (``h = delta / |v|``).
     scheme : ``"forward"`` (bias O(delta)), ``"symmetric"`` (O(delta^2)), an integer order p
-        (central stencil for even p, one-sided for odd p; O(delta^p)), or ``"complex"``
+        (central stencil for even p, the most centred offsets containing 0 for odd p, e.g.
+        -1..2 at p = 3; O(delta^p)), ``"onesided<p>"`` (offsets 0..p), or ``"complex"``
         (complex step ``-Im y(i delta) / delta``: O(delta^2) without subtractive cancellation;
         the oracles must be holomorphic and accept complex input).
     inner_steps : K >= 1.

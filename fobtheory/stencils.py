@@ -12,7 +12,12 @@ Named schemes:
 - ``"forward"`` = order 1, offsets (0, 1); the offset 0 is free (the unperturbed point).
 - ``"symmetric"`` = order 2, offsets (-1, 1).
 - integer ``p``: even ``p`` gives the central stencil on offsets +-1..+-p/2 (p points, the
-  zero weight dropped); odd ``p`` the one-sided stencil on offsets 0..p.
+  zero weight dropped); odd ``p`` the most centred p + 1 offsets that contain 0,
+  ``-(p-1)/2 .. (p+1)/2`` (p = 3: -1..2, p = 5: -2..3), as F2SA-p uses them. Either way
+  p points cost a perturbed solve.
+- ``"onesided<p>"`` (e.g. ``"onesided3"``): offsets 0..p, the same p perturbed solves with a
+  larger leading constant: ``|M_(p+1)| / (p+1)!`` with ``M_m = sum_j w_j s_j^m`` is 1/12
+  centred against 1/4 one-sided at p = 3, 1/60 against 1/6 at p = 5.
 """
 from __future__ import annotations
 
@@ -73,36 +78,54 @@ class Stencil:
         return tuple(o for o in self.offsets if o != 0)
 
 
-@lru_cache(maxsize=None)
-def first_derivative_stencil(order: int) -> Stencil:
-    """The smallest stencil of truncation order ``order`` (see the module docstring)."""
+def _order(order) -> int:
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"scheme order must be an integer >= 1, got {order!r}")
-    if order % 2 == 0:
+    return order
+
+
+@lru_cache(maxsize=None)
+def first_derivative_stencil(order: int, one_sided: bool = False) -> Stencil:
+    """The stencil of truncation order ``order`` with p perturbed points (see the module
+    docstring): central for even p, the most centred set containing 0 for odd p, or with
+    ``one_sided`` the offsets 0..p."""
+    order = _order(order)
+    if one_sided:
+        offsets = tuple(range(0, order + 1))
+    elif order % 2 == 0:
         half = order // 2
         offsets = tuple(range(-half, 0)) + tuple(range(1, half + 1))
     else:
-        offsets = tuple(range(0, order + 1))
+        offsets = tuple(range(-(order - 1) // 2, (order + 1) // 2 + 1))
     weights = tuple(fornberg_weights(offsets, 1))
     return Stencil(offsets, weights, order)
 
 
 SCHEME_ORDERS = {"forward": 1, "symmetric": 2, "complex": 2}
+ONE_SIDED = "onesided"
+
+
+def _parse(scheme) -> tuple[int, bool]:
+    """``(order, one_sided)`` of a scheme name or integer order."""
+    if isinstance(scheme, str):
+        if scheme in SCHEME_ORDERS:
+            return SCHEME_ORDERS[scheme], scheme == "forward"
+        digits = scheme[len(ONE_SIDED):]
+        if scheme.startswith(ONE_SIDED) and digits.isdigit() and int(digits) >= 1:
+            return int(digits), True
+        raise ValueError(f"scheme must be 'forward', 'symmetric', 'complex', 'onesided<p>' (p >= 1) or an "
+                         f"integer order >= 1, got {scheme!r}")
+    return _order(scheme), False
 
 
 def scheme_order(scheme) -> int:
-    """Truncation order of a scheme: a name (``forward``, ``symmetric``, ``complex``) or an integer."""
-    if isinstance(scheme, str):
-        if scheme not in SCHEME_ORDERS:
-            raise ValueError(
-                f"scheme must be 'forward', 'symmetric', 'complex' or an integer order >= 1, got {scheme!r}"
-            )
-        return SCHEME_ORDERS[scheme]
-    return first_derivative_stencil(scheme).order
+    """Truncation order of a scheme: a name (``forward``, ``symmetric``, ``complex``,
+    ``onesided<p>``) or an integer."""
+    return _parse(scheme)[0]
 
 
 def stencil_for(scheme) -> Stencil:
-    """Real stencil of a scheme name (``forward``, ``symmetric``) or integer order."""
+    """Real stencil of a scheme name (``forward``, ``symmetric``, ``onesided<p>``) or integer order."""
     if scheme == "complex":
         raise ValueError("the complex step has no real stencil: it evaluates one point at i*delta")
-    return first_derivative_stencil(scheme_order(scheme))
+    return first_derivative_stencil(*_parse(scheme))

@@ -12,7 +12,8 @@ from fobtheory.results import VERDICTS, load_results
 
 FIELDS = ("family", "task", "estimator", "scheme", "J", "K", "delta", "eps", "error")
 CLAIMS = {"forward_rate", "symmetric_rate", "order4_rate", "quadratic_exactness", "eps_rates", "float64_floor",
-          "baselines_irreducible", "complex_step_beyond_floor", "symbolic_constants", "kinks_frozen_patterns"}
+          "baselines_irreducible", "complex_step_beyond_floor", "symbolic_constants", "kinks_frozen_patterns",
+          "centred_stencils_equal_delta", "centred_stencils_equal_cost"}
 FIGURE = Path(__file__).resolve().parents[1] / "figures" / "bias_rates.json"
 
 

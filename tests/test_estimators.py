@@ -24,6 +24,28 @@ def test_error_slope_on_logistic_tasks(scheme, order, tol, J, K):
         assert fit.n_points >= 5
 
 
+@pytest.mark.parametrize("p", [3, 5])
+def test_centred_odd_stencils_beat_one_sided_ones_by_their_moment_ratio(p):
+    """Same p perturbed solves (equal gradient calls), both of order p, and in the truncation
+    regime the errors differ by the ratio of the stencils' moments M_(p+1) = sum_j w_j s_j^(p+1)
+    (the path derivative cancels): 1/3 at p = 3, 1/10 at p = 5."""
+    from fobtheory.symbolic import moment
+
+    task = LOGISTIC[0]
+    x = np.linspace(-1, 1, task.dim) / 3
+    exact = task.meta_grad(x)
+    ratio = float(abs(moment(p, p + 1) / moment(f"onesided{p}", p + 1)))
+    delta, rel = {3: (2e-3, 0.05), 5: (1e-2, 0.1)}[p]  # next-order term and roundoff both small
+    out = {}
+    for scheme in (p, f"onesided{p}"):
+        assert_order(partial(fob_maml, scheme=scheme), task, p, tol=0.25, allow_exact=False)
+        est, info = fob_maml(x, task.inner_grad, task.outer_grad, alpha=task.alpha, delta=delta, scheme=scheme,
+                             return_info=True)
+        out[scheme] = (relative_error(est, exact), info.grad_calls)
+    assert out[p][1] == out[f"onesided{p}"][1] == p + 2
+    assert out[p][0] / out[f"onesided{p}"][0] == pytest.approx(ratio, rel=rel)
+
+
 def test_complex_step_is_second_order_and_has_no_roundoff_floor():
     task = LOGISTIC[0]
     est = partial(fob_maml, scheme="complex")
@@ -208,7 +230,7 @@ good = dict(alpha=0.1, delta=1e-3)
     (dict(inner_steps=1.5), r"inner_steps must be an integer >= 1"),
     (dict(fixed_point_iters=0), r"fixed_point_iters must be an integer >= 1, got 0"),
     (dict(fixed_point_iters="lots"), r"fixed_point_iters must be an integer >= 1"),
-    (dict(scheme="central"), r"scheme must be 'forward', 'symmetric', 'complex' or an integer order >= 1"),
+    (dict(scheme="central"), r"scheme must be 'forward', 'symmetric', 'complex', 'onesided<p>' \(p >= 1\) or an integer"),
     (dict(scheme=0), r"scheme order must be an integer >= 1"),
     (dict(kink_tol=-1.0), r"kink_tol must be a finite number > 0"),
 ])
