@@ -591,8 +591,8 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
             ratio_fmt = lambda d: _fmt(d, lambda v: f"{v:.3g}")  # noqa: E731
             out.append(claim(
                 f"fob_distance_within_noise_floor_{act}_{setting}",
-                f"FO-B-MAML stays as close to MAML's trajectory as MAML perturbed at FO-B's measured gradient error "
-                f"({where})",
+                f"FO-B-MAML's final parameter distance to MAML is within {f:g}x the noise floor's (MAML perturbed "
+                f"at FO-B's measured gradient error) ({where})",
                 f"geometric mean over seeds of FO-B's final relative parameter distance to MAML over the perturbed "
                 f"arm's at most {f:g} (95% interval)",
                 "distance ratio " + per_shot("distance_ratio", ratio_fmt),
@@ -600,7 +600,8 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
                        lambda d: d["low"] is not None and d["low"] > f)))
             out.append(claim(
                 f"fob_accuracy_within_noise_floor_{act}_{setting}",
-                f"FO-B-MAML's test accuracy departs from MAML's no more than the noise floor's does ({where})",
+                f"FO-B-MAML's test accuracy departs from MAML's by at most {m:g} point more than the noise floor's "
+                f"does ({where})",
                 f"|FO-B - MAML| minus |perturbed - MAML|, test accuracy, at most {m:g} point (95% interval)",
                 "excess departure, points: " + per_shot("departure_excess", _fmt),
                 decide("departure_excess", lambda d: d["high"] is not None and d["high"] <= m,
