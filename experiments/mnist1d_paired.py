@@ -214,6 +214,14 @@ def _needed(sd: float | None, cfg) -> int | None:
     return None if sd is None else seeds_needed(sd, cfg["margin"], alpha=cfg["equivalence_alpha"], power=cfg["power"])
 
 
+def _needed_or_more(sd: float, cfg) -> str:
+    """:func:`_needed` as text, ``more than 100000`` past :func:`seeds_needed`'s limit."""
+    try:
+        return str(_needed(sd, cfg))
+    except ValueError:
+        return "more than 100000"
+
+
 def _own_spread(differences, cfg) -> tuple[float | None, int | None]:
     """The sd of per-seed FO-B - MAML differences and the seeds it needs ((None, None) under 2 seeds)."""
     sd = float(np.std(differences, ddof=1)) if len(differences) >= 2 else None
@@ -392,8 +400,12 @@ def _seed_line(key: str, p: dict, cfg) -> str:
     """One cell of :func:`seed_plan` as a line of the plan. The cell's own first seeds' need,
     once measured, governs; the selection's otherwise."""
     diffs = ", ".join(f"{d:+.1f}" for d in p["differences"]) or "none"
+    df = len(p["differences"]) - 1
+    ucl = None if p["sd"] is None or p["pooled"] or df < 1 else p["sd"] * np.sqrt(df / stats.chi2.ppf(0.05, df))
     spread = "no spread measured" if p["sd"] is None else \
-        f"sd {p['sd']:.2f}{' (pooled over cells)' if p['pooled'] else ''}"
+        f"sd {p['sd']:.2f}{' (pooled over cells)' if p['pooled'] else ''}" + (
+            "" if ucl is None else f" from {df} degree{'s' * (df != 1)} of freedom (its 95% upper confidence "
+                                   f"limit {ucl:.2f} needs {_needed_or_more(ucl, cfg)})")
     here = "" if p["needed_here"] is None else f"; its first seeds' sd {p['sd_here']:.2f} needs {p['needed_here']}"
     need = p["needed_here"] if p["needed_here"] is not None else p["needed"]
     note = ""
