@@ -96,7 +96,7 @@ def claims(args) -> int:
                              "committed verdicts of the README and docs; pass --force to write them anyway")
     rows = ledger.write_ledger(out, committed=default_out(False))
     if args.readme:
-        changed = ledger.update_readme(args.readme, rows, figure_prefix=f"{Path(out).as_posix()}/")
+        changed = ledger.update_readme(args.readme, rows, figure_prefix=f"{Path(out).as_posix()}/", folder=out)
         print(f"{'updated' if changed else 'unchanged'}: the generated blocks of {args.readme}")
     if args.docs:
         figures = Path(os.path.relpath(out, Path(args.docs).parent)).as_posix()  # as the page sees them

@@ -463,16 +463,24 @@ def _fill(text: str, start: str, end: str, body: str) -> str:
 CLAIMS_PAGE = "docs/claims.rst"  # the docs' claims page, from the repository root
 
 
-def update_readme(readme, rows: list[dict], figure_prefix: str = "figures/", link: str = CLAIMS_PAGE) -> bool:
-    """Replace the block between the claims markers of ``readme`` (if any) with the ledger, and
-    the block between the verdicts markers (if any) with :func:`verdicts_markdown` (its rows link
-    to ``link``); True if the file changed. A README with neither block is an error."""
+def update_readme(readme, rows: list[dict], figure_prefix: str = "figures/", link: str = CLAIMS_PAGE,
+                  folder=None) -> bool:
+    """Replace the block between the claims markers of ``readme`` (if any) with the ledger, the
+    block between the verdicts markers (if any) with :func:`verdicts_markdown` (its rows link to
+    ``link``) and, given the results ``folder``, the front page's other generated blocks
+    (:func:`fobtheory.frontpage.blocks`) where their markers are; True if the file changed. A
+    README with neither the claims nor the verdicts block is an error."""
+    from . import frontpage
+
     readme = Path(readme)
     text = readme.read_text()
     blocks = [(START, END, lambda: markdown(rows, figure_prefix)),
               (VERDICTS_START, VERDICTS_END, lambda: verdicts_markdown(rows, link))]
+    if folder is not None:
+        blocks += [(*frontpage.markers(name), lambda body=body: body)
+                   for name, body in frontpage.blocks(folder, rows, figure_prefix).items()]
     present = [(a, b, body) for a, b, body in blocks if a in text and b in text]
-    if not present:
+    if not any(a in (START, VERDICTS_START) for a, _, _ in present):
         raise ValueError(f"{readme} has no {START} or {VERDICTS_START} block to fill")
     new = text
     for a, b, body in present:
