@@ -43,12 +43,16 @@ def test_docs_build_without_warnings(tmp_path):
     from sphinx.cmd import build as sphinx  # the docs extra: pip install -e ".[test,docs]"
     source = tmp_path / "docs"
     shutil.copytree(DOCS, source, ignore=shutil.ignore_patterns("_build", "auto_examples", "sg_execution_times.rst"))
+    shutil.copytree(DOCS.parent / "figures", tmp_path / "figures", ignore=shutil.ignore_patterns("*-runs", "cuda"))
     status = sphinx.build_main(["-W", "--keep-going", "-q", "-b", "html", str(source), str(tmp_path / "html")])
     assert status == 0, "the docs build failed or warned: see the output above"
     for example in EXAMPLES:
         html = (tmp_path / "html" / "auto_examples" / f"{example.stem}.html").read_text()
         assert re.search(r'src="../_images/sphx_glr_' + example.stem + r'_\d+\.png"', html), example.name
     assert (tmp_path / "html" / "api.html").read_text().count('class="sig-name descname"') > 50
+    claims = (tmp_path / "html" / "claims.html").read_text()  # the generated claims page, with its figures
+    assert "4a. Practice, accuracy" in claims and "fob_tracks_maml_relu" in claims
+    assert re.search(r'src="_images/mnist1d_paired\.png"', claims)
 
 
 def test_the_api_reference_lists_every_module_of_the_package():
