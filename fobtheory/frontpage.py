@@ -69,7 +69,7 @@ def run_time(results: dict | None) -> str:
     if hours is None and finals and steps:
         hours = sum(r["seconds_per_step"] * r.get("meta_steps", steps) for r in finals) / 3600
     if hours is not None:
-        return f"{hours:.1f} process-hours of meta-steps (resumable), then {_duration(summary.get('seconds', 0))}"
+        return f"{hours:.1f} process-hours of training (resumable), then {_duration(summary.get('seconds', 0))}"
     return _duration(summary["seconds"]) if summary.get("seconds") is not None else "-"
 
 
@@ -81,7 +81,8 @@ def commands_markdown(folder) -> str:
 
     out = ["| command | what it does | committed run (wall time, or a campaign's training) |", "|---|---|---|"]
     for name, text in EXPERIMENT_HELP.items():
-        out.append(f"| `fobtheory {name}` | {text} | {run_time(_load(folder, COMMANDS[name]))} |")
+        module = COMMANDS.get(name)
+        out.append(f"| `fobtheory {name}` | {text} | {run_time(_load(folder, module) if module else None)} |")
     out += [f"| `fobtheory {name}` | {text} | - |" for name, text in OTHER_COMMANDS.items()]
     return "\n".join(out)
 
