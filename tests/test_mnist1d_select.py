@@ -396,3 +396,16 @@ def test_seeds_to_decide_is_the_first_count_whose_interval_clears_the_bound(mean
     clears = lambda m: stats.t.ppf(0.975, m - 1) * sd / np.sqrt(m) < abs(mean - bound)  # noqa: E731
     assert need > n and clears(need) and not clears(need - 1)
     assert sel.seeds_to_decide(bound, half, n, bound) is None
+
+
+def test_the_committed_select_verdicts_that_hinge_on_seeds_are_listed_with_their_need():
+    """Every inconclusive claim of the committed results whose interval crosses a bound has a
+    line with the seeds that would decide it, at the measured sd and its upper confidence limit."""
+    from pathlib import Path
+
+    results = load_results(Path(__file__).resolve().parents[1] / "figures" / "mnist1d_select.json")
+    lines = sel.seed_needs(sel.config(), results)
+    assert "2 degrees of freedom" in lines[0]
+    open_ = {c["id"] for c in results["claims"] if c["verdict"] == "inconclusive"}
+    assert {line.split()[0] for line in lines[1:]} == open_ and all("at its upper limit" in x for x in lines[1:])
+    assert lines[-1] in results["summary"]["highlights"][-1]
