@@ -408,4 +408,4 @@ def test_the_committed_select_verdicts_that_hinge_on_seeds_are_listed_with_their
     assert "2 degrees of freedom" in lines[0]
     open_ = {c["id"] for c in results["claims"] if c["verdict"] == "inconclusive"}
     assert {line.split()[0] for line in lines[1:]} == open_ and all("at its upper limit" in x for x in lines[1:])
-    assert lines[-1] in results["summary"]["highlights"][-1]
+    assert lines[-1].strip() in results["summary"]["highlights"][-1]
