@@ -6,9 +6,11 @@ A quick run's ledger says so at the top (:data:`BANNER`), does not decide the cl
 verdict depends on the budget (:data:`BUDGET_BOUND`), and ends beside the committed verdicts
 (:func:`comparison`).
 
-``figures/CLAIMS.md`` and the blocks of README.md between the ``claims`` and ``verdicts``
-markers are generated from the results files here, never typed by hand, so that the
-verdicts shown are the ones the data gave.
+``figures/CLAIMS.md``, the README's ``verdicts`` block (one line per paper claim: the one
+deciding number that shows its verdict, :func:`headline`, and the tally) and the docs' claims
+page (:func:`claims_rst`: every paper claim condition by condition with every cell that decides
+it, then every experiment's key numbers and claims) are generated from the results files here,
+never typed by hand, so that the verdicts shown are the ones the data gave.
 """
 from __future__ import annotations
 
