@@ -104,8 +104,8 @@ def speed_markdown(folder) -> str:
         "", table(results["records"]), "",
         f"One task: {s['ratio_one_task'][0]:.2f}x to {s['ratio_one_task'][1]:.2f}x the plain loop's time; a meta-batch "
         f"of {c['meta_batch']} (vmapped): {s['ratio_meta_batch'][0]:.2f}x to {s['ratio_meta_batch'][1]:.2f}x. HVP-MAML "
-        f"takes {s['hvp_over_maml']:.2f}x MAML's time for the meta-batch, FO-B symmetric {s['fob_symmetric_over_hvp']:.2f}x "
-        "HVP-MAML's."])
+        f"takes {s['hvp_over_maml']:.2f}x MAML's time for the meta-batch, FO-B symmetric "
+        f"{s['fob_symmetric_over_hvp']:.2f}x HVP-MAML's."])
 
 
 def blocks(folder, rows: list[dict], prefix: str = "figures/") -> dict[str, str]:

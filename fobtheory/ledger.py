@@ -406,7 +406,8 @@ def claims_rst(rows: list[dict], figure_prefix: str = "../figures/") -> str:
         if p["common"]:
             out += ["Every row: " + _rst(", ".join(p["common"])) + ".", ""]
         out += _list_table(["conditions", "verdict", "deciding numbers", "claim"],
-                           [[_rst(", ".join(n["scope"]) or "-"), word[n["verdict"]], _rst(n["text"]), f"``{n['id']}``"]
+                           [[_rst(", ".join(n["scope"]) or "(all)"), word[n["verdict"]], _rst(n["text"]),
+                             f"``{n['id']}``"]
                             for n in p["numbers"]], "30 10 45 15")
         if p["missing"]:
             out += ["Not in these results, not counted: " + ", ".join(f"``{i}``" for i in p["missing"]), ""]

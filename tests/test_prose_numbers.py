@@ -143,8 +143,9 @@ def test_every_number_in_prose_is_one_a_results_file_holds(page):
 def test_the_check_finds_a_hand_typed_number_and_passes_a_generated_one(tmp_path, monkeypatch):
     """The issue's drift, replayed: a seed need the results no longer hold fails; the need the
     paired claims now write passes; code, literals and generated blocks are not prose."""
-    need = re.search(r"1-shot (\d+), 5-shot (\d+); at this", next(
-        c["measured"] for d in _results() for c in d["claims"] if c["id"] == "fob_tracks_maml_paired_relu_shared_final"))
+    measured = next(c["measured"] for d in _results() for c in d["claims"]
+                    if c["id"] == "fob_tracks_maml_paired_relu_shared_final")
+    need = re.search(r"1-shot (\d+), 5-shot (\d+); at this", measured)
     page = tmp_path / "README.md"
     page.write_text(f"ReLU 1-shot needs {need.group(1)} seeds.\n\n`x = 83.17`\n\n```\n77.7\n```\n"
                     "<!-- bench:start -->\n91.3\n<!-- bench:end -->\n")
