@@ -1,6 +1,9 @@
-"""Time per meta-gradient of ``fobtheory.nn`` against plain autograd loops, as a Markdown table.
+"""Time per meta-gradient of ``fobtheory.nn`` against plain autograd loops, as a Markdown table
+and a results file (``<out>/bench_meta.json``: the rows as records, the ratios in the summary;
+no claims: speed is measured as ratios, never asserted), from which the README's speed table
+is generated.
 
-    python -m fobtheory.experiments.bench_meta [--width 64] [--inner-steps 5] [--meta-batch 8]
+    python -m fobtheory.experiments.bench_meta [--width 64] [--inner-steps 5] [--meta-batch 8] [--out figures]
 
 The baselines are written here with nothing but ``torch.autograd.grad`` on the model's
 parameters, one task at a time, the way a user would write them without the toolkit:
@@ -21,6 +24,8 @@ shift numerator and denominator alike.
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +34,9 @@ from torch.func import functional_call
 
 from fobtheory.memory import wall_time
 from fobtheory.nn import ALL_METHODS, CNN1D, meta_gradient, meta_gradient_batch
+from fobtheory.results import make_results, write_json_atomic
+
+NAME = "bench_meta"
 
 
 def _plain(model, support, query, method, alpha, K, delta):
@@ -157,6 +165,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def results(rows: list[dict], config: dict, seconds: float) -> dict:
+    """The benchmark as a results file: its rows, and in the summary HVP-MAML's time over
+    MAML's and FO-B symmetric's over HVP-MAML's for the meta-batch, the range of the ratios to
+    the plain loop for one task and for the meta-batch, and the run's seconds."""
+    ms = {(r["method"], r["tasks"]): r["ms"] for r in rows}
+    b = config["meta_batch"]
+    ratios = {t: [r["ratio"] for r in rows if r["tasks"] == t] for t in (1, b)}
+    summary = dict(hvp_over_maml=ms["maml_hvp", b] / ms["maml", b], fob_symmetric_over_hvp=ms["fob_symmetric", b] /
+                   ms["maml_hvp", b], ratio_one_task=[min(ratios[1]), max(ratios[1])],
+                   ratio_meta_batch=[min(ratios[b]), max(ratios[b])], seconds=round(seconds, 1))
+    return make_results(NAME, config, [dict(kind="timing", **r) for r in rows], summary, [])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=64)
@@ -165,16 +186,21 @@ def main(argv=None) -> int:
     parser.add_argument("--meta-batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier timings)")
+    parser.add_argument("--out", default="figures", help="folder of bench_meta.json (default figures)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    config = dict(width=args.width, depth=3, activation=args.activation, inner_steps=args.inner_steps,
+                  meta_batch=args.meta_batch, shots=5, queries=15, ways=5, rounds=args.rounds, threads=args.threads)
+    start = time.perf_counter()
     rows = benchmark(width=args.width, activation=args.activation, inner_steps=args.inner_steps,
                      meta_batch=args.meta_batch, rounds=args.rounds)
+    out = results(rows, config, time.perf_counter() - start)
     print(f"CNN1D width {args.width} {args.activation}, K = {args.inner_steps}, 5-way 5-shot (25 support, 75 query), "
           f"{args.threads} torch thread(s); median of {args.rounds} interleaved rounds; ratio = fobtheory / plain")
     print(table(rows))
-    ms = {(r["method"], r["tasks"]): r["ms"] for r in rows}
-    print(f"HVP-MAML / MAML time, {args.meta_batch} tasks: {ms['maml_hvp', args.meta_batch] / ms['maml', args.meta_batch]:.2f}"
-          f"; FO-B symmetric / HVP-MAML: {ms['fob_symmetric', args.meta_batch] / ms['maml_hvp', args.meta_batch]:.2f}")
+    print(f"HVP-MAML / MAML time, {args.meta_batch} tasks: {out['summary']['hvp_over_maml']:.2f}; "
+          f"FO-B symmetric / HVP-MAML: {out['summary']['fob_symmetric_over_hvp']:.2f}")
+    print(f"wrote {write_json_atomic(Path(args.out) / f'{NAME}.json', out)}")
     return 0
 
 

@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy import stats
 from torch import nn
 
 from fobtheory import campaign, plotting
@@ -587,6 +588,24 @@ def _interval(per_seed: list[np.ndarray]) -> dict:
 def _paired(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
     """Interval of the accuracy difference a - b, paired by seed and episode."""
     return _interval([x - y for x, y in zip(a, b)])
+
+
+def seed_interval(per_seed: list[np.ndarray], level: float = 0.95) -> dict:
+    """Mean over seeds of the mean over episodes, and its two-sided t interval over the seed
+    means (n - 1 degrees of freedom): honest at a handful of seeds, where a bootstrap over
+    seeds spans little more than their range. With one seed there is no seed-level spread:
+    the interval is :func:`hierarchical_interval`'s over episodes, and ``level`` says so."""
+    means = np.array([np.mean(a) for a in per_seed], dtype=float)
+    if len(means) < 2:
+        return dict(_interval(per_seed), level="episodes of one seed (no seed-level interval)")
+    half = float(stats.t.ppf(0.5 + level / 2, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means)))
+    mean = float(means.mean())
+    return dict(mean=mean, ci_low=mean - half, ci_high=mean + half, level=f"t over {len(means)} seeds")
+
+
+def seed_paired(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
+    """:func:`seed_interval` of the accuracy difference a - b, paired by seed and episode."""
+    return seed_interval([x - y for x, y in zip(a, b)])
 
 
 def _points(d: dict) -> str:

@@ -213,6 +213,14 @@ def _needed(sd: float | None, cfg) -> int | None:
     return None if sd is None else seeds_needed(sd, cfg["margin"], alpha=cfg["equivalence_alpha"], power=cfg["power"])
 
 
+def _needed_or_more(sd: float, cfg) -> str:
+    """:func:`_needed` as text, ``more than 100000`` past :func:`seeds_needed`'s limit."""
+    try:
+        return str(_needed(sd, cfg))
+    except ValueError:
+        return "more than 100000"
+
+
 def _own_spread(differences, cfg) -> tuple[float | None, int | None]:
     """The sd of per-seed FO-B - MAML differences and the seeds it needs ((None, None) under 2 seeds)."""
     sd = float(np.std(differences, ddof=1)) if len(differences) >= 2 else None
@@ -391,8 +399,12 @@ def _seed_line(key: str, p: dict, cfg) -> str:
     """One cell of :func:`seed_plan` as a line of the plan. The cell's own first seeds' need,
     once measured, governs; the selection's otherwise."""
     diffs = ", ".join(f"{d:+.1f}" for d in p["differences"]) or "none"
+    df = len(p["differences"]) - 1
+    ucl = None if p["sd"] is None or p["pooled"] or df < 1 else p["sd"] * np.sqrt(df / stats.chi2.ppf(0.05, df))
     spread = "no spread measured" if p["sd"] is None else \
-        f"sd {p['sd']:.2f}{' (pooled over cells)' if p['pooled'] else ''}"
+        f"sd {p['sd']:.2f}{' (pooled over cells)' if p['pooled'] else ''}" + (
+            "" if ucl is None else f" from {df} degree{'s' * (df != 1)} of freedom (its 95% upper confidence "
+                                   f"limit {ucl:.2f} needs {_needed_or_more(ucl, cfg)})")
     here = "" if p["needed_here"] is None else f"; its first seeds' sd {p['sd_here']:.2f} needs {p['needed_here']}"
     need = p["needed_here"] if p["needed_here"] is not None else p["needed"]
     note = ""
@@ -590,8 +602,8 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
             ratio_fmt = lambda d: _fmt(d, lambda v: f"{v:.3g}")  # noqa: E731
             out.append(claim(
                 f"fob_distance_within_noise_floor_{act}_{setting}",
-                f"FO-B-MAML stays as close to MAML's trajectory as MAML perturbed at FO-B's measured gradient error "
-                f"({where})",
+                f"FO-B-MAML's final parameter distance to MAML is within {f:g}x the noise floor's (MAML perturbed "
+                f"at FO-B's measured gradient error) ({where})",
                 f"geometric mean over seeds of FO-B's final relative parameter distance to MAML over the perturbed "
                 f"arm's at most {f:g} (95% interval)",
                 "distance ratio " + per_shot("distance_ratio", ratio_fmt),
@@ -599,7 +611,8 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
                        lambda d: d["low"] is not None and d["low"] > f)))
             out.append(claim(
                 f"fob_accuracy_within_noise_floor_{act}_{setting}",
-                f"FO-B-MAML's test accuracy departs from MAML's no more than the noise floor's does ({where})",
+                f"FO-B-MAML's test accuracy departs from MAML's by at most {m:g} point more than the noise floor's "
+                f"does ({where})",
                 f"|FO-B - MAML| minus |perturbed - MAML|, test accuracy, at most {m:g} point (95% interval)",
                 "excess departure, points: " + per_shot("departure_excess", _fmt),
                 decide("departure_excess", lambda d: d["high"] is not None and d["high"] <= m,

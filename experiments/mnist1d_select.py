@@ -24,7 +24,11 @@ against time and memory; ``mnist1d_select_grid.png``: the selection grid).
    validation checkpoint with early stopping (:func:`test_key`; ``accuracy_final`` keeps the
    last step's beside it). For each table, claims: FO-B symmetric (plain, and
    frozen on ReLU) against MAML, and against the better of FO-MAML and Reptile; differences
-   paired by seed and test episode (every setting is evaluated on the same test episodes).
+   paired by seed and test episode (every setting is evaluated on the same test episodes);
+   95% intervals are t intervals over the seed means (:func:`mnist1d.seed_interval`: with 3
+   seeds a bootstrap over seeds spans little more than their range), a claim the bootstrap
+   would have decided otherwise says so (:func:`claims`), and :func:`seed_needs` (in the
+   highlights and ``--plan``) says which verdicts hinge on seeds and what would settle them.
    **Carry-over** (:func:`carry_over`): whether the choice, made on a short budget and one
    seed, stays at least as good as the shared setting in the full runs (their validation
    accuracy, every seed and shot count).
@@ -46,17 +50,19 @@ trains them stage by stage, one seed at a time.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
+from scipy import stats
 
 from fobtheory import campaign, plotting
 from fobtheory.experiments import mnist1d
 from fobtheory.memory import peak_bytes, wall_time
 from fobtheory.nn import METHODS, meta_gradient_batch
-from fobtheory.results import DamagedResult, claim, make_results, save_figure, verdict
+from fobtheory.results import DamagedResult, claim, load_results, make_results, save_figure, verdict
 
 NAME = "mnist1d_select"
 TABLES = ("shared", "best")
@@ -346,7 +352,63 @@ def plan(cfg, data=None) -> str:
                       describe_cost(campaign_cost(cfg, seconds.calibrated, state)),
                       campaign.describe([r.job for r in jobs(cfg, state)], mnist1d.job_seconds(seconds.calibrated),
                                         cfg["results_dir"] or "the cache",
-                                        (mnist1d.LIVE, mnist1d.job_seconds(seconds.live)))])
+                                        (mnist1d.LIVE, mnist1d.job_seconds(seconds.live))),
+                      *_committed_needs(cfg)])
+
+
+def _committed_needs(cfg) -> list[str]:
+    """:func:`seed_needs` of the results file beside the runs, when there is one."""
+    path = Path(cfg["results_dir"]).parent / f"{NAME}.json" if cfg["results_dir"] else None
+    return seed_needs(cfg, load_results(path)) if path is not None and path.exists() else []
+
+
+CELL = re.compile(r"(\d+)-shot: ([+-]?[\d.]+) \[([+-]?[\d.]+), ([+-]?[\d.]+)\]")
+
+
+def seeds_to_decide(mean: float, half: float, n: int, bound: float, limit: int = 10_000) -> int | None:
+    """The smallest seed count whose 95% t interval, at the spread behind ``half`` (a t interval's
+    half-width over ``n`` seeds) and this ``mean``, stays on one side of ``bound``; None if the
+    mean sits on the bound or more than ``limit`` are needed."""
+    sd, gap = half * np.sqrt(n) / stats.t.ppf(0.975, n - 1), abs(mean - bound)
+    return next((m for m in range(n, limit) if stats.t.ppf(0.975, m - 1) * sd / np.sqrt(m) < gap), None) \
+        if gap > 0 else None
+
+
+def seed_needs(cfg, results: dict) -> list[str]:
+    """The select verdicts that hinge on seeds, read from committed ``results``: per open cell
+    (a 95% t interval over the seeds that crosses a decision bound) the seeds that would decide it
+    if the mean stayed where it is, at the measured spread and at its 95% upper confidence limit
+    (the spread of n seeds has only n - 1 degrees of freedom), and the extra runs and
+    process-hours (two runs per extra seed: FO-B and the method it is compared with, each at the
+    mean training time of the committed runs of that shot count)."""
+    n = len(results["config"]["seeds"])
+    hours = {}
+    for r in results["records"]:
+        if r.get("kind") == "final":
+            hours.setdefault(r["shots"], []).append(r["seconds_per_step"] * r["meta_steps"] / 3600)
+    ucl = np.sqrt((n - 1) / stats.chi2.ppf(0.05, n - 1))
+    lines = [f"Select verdicts that hinge on seeds (t intervals over {n} seeds: each spread has {n - 1} degrees of "
+             f"freedom, so the need is also given at the sd's 95% upper confidence limit, {ucl:.1f}x the sd):"]
+    for c in results["claims"]:
+        if c["verdict"] != "inconclusive" or c["id"] == "selection_carries_over":
+            continue
+        bounds = (-TOLERANCE, TOLERANCE) if "_tracks_maml_" in c["id"] else (-TOLERANCE,)
+        for shots, mean, low, high in ((int(a), *map(float, b)) for a, *b in CELL.findall(c["measured"])):
+            crossed = [b for b in bounds if low <= b <= high]
+            if not crossed:
+                continue
+            half = (high - low) / 2
+            need = max((seeds_to_decide(mean, half, n, b) or 10_000) for b in crossed)
+            need_ucl = max((seeds_to_decide(mean, half * ucl, n, b) or 10_000) for b in crossed)
+            per_run = float(np.mean(hours.get(shots, [0.0])))  # the mean run of this shot count
+            lines.append(f"  {c['id']} {shots}-shot: {mean:+.1f} [{low:+.1f}, {high:+.1f}] crosses "
+                         f"{' and '.join(f'{b:+g}' for b in crossed)}: {need} seeds at the measured sd "
+                         f"(+{2 * max(need - n, 0)} runs, {2 * max(need - n, 0) * per_run:.1f} process-hours), "
+                         f"{need_ucl} at its upper limit (+{2 * max(need_ucl - n, 0)} runs, "
+                         f"{2 * max(need_ucl - n, 0) * per_run:.1f} process-hours); open until then")
+    if len(lines) == 1:
+        lines.append("  none")
+    return lines
 
 
 def _plan_seconds(cfg, data, state) -> mnist1d.PlanSeconds:
@@ -374,21 +436,48 @@ def train_pending(cfg) -> None:
 
 def run(cfg: dict, echo=print) -> dict:
     """Train the units not committed yet (:func:`train_pending`; the campaign's cost is printed
-    first), then measure the cost of each setting and assemble the results."""
+    first), then measure the cost of each setting and assemble the results. With
+    ``committed_only`` (``fobtheory select --committed``) nothing is trained or timed: every
+    unit must be committed, and the cost rows are those of the results file beside the runs
+    (:func:`committed_cost`), so only the statistics are recomputed. It says how the results
+    were assembled, not what they are, and is not kept in the results' configuration."""
     _check(cfg)
-    data = mnist1d._data(cfg)
-    with mnist1d.threads(cfg["torch_threads"]):
-        if pending(cfg):
-            state = grids(cfg)
-            seconds = _plan_seconds(cfg, data, state)
-            echo(f"{seconds.source}\n{describe_cost(campaign_cost(cfg, seconds.calibrated, state))}")
-        train_pending(cfg)
+    only = cfg.pop("committed_only", False)
+    if only:
+        todo = pending(cfg)
+        if todo:
+            raise ValueError(f"--committed: {len(todo)} units are not committed yet (`fobtheory select --plan` lists "
+                             "them): train them first")
         state = grids(cfg)
-        tables = _tables(cfg, state)
-        cost_rows = cost(cfg, data, state)
+        tables, cost_rows = _tables(cfg, state), committed_cost(cfg)
+    else:
+        data = mnist1d._data(cfg)
+        with mnist1d.threads(cfg["torch_threads"]):
+            if pending(cfg):
+                state = grids(cfg)
+                seconds = _plan_seconds(cfg, data, state)
+                echo(f"{seconds.source}\n{describe_cost(campaign_cost(cfg, seconds.calibrated, state))}")
+            train_pending(cfg)
+            state = grids(cfg)
+            tables = _tables(cfg, state)
+            cost_rows = cost(cfg, data, state)
     summary = summarize(cfg, state, tables, cost_rows)
     records = _grid_records(cfg, state) + _final_records(cfg, tables) + cost_rows
-    return make_results(NAME, cfg, records, summary, _claims(cfg, state, tables), device=cfg["device"])
+    results = make_results(NAME, cfg, records, summary, claims(cfg, state, tables), device=cfg["device"])
+    head, *cells = seed_needs(cfg, results)
+    results["summary"]["highlights"].append(f"{head} " + "; ".join(c.strip() for c in cells))
+    return results
+
+
+def committed_cost(cfg) -> list[dict]:
+    """The ``cost`` rows of the results file beside the runs (``<results_dir>/../mnist1d_select.json``)."""
+    path = Path(cfg["results_dir"]).parent / f"{NAME}.json" if cfg["results_dir"] else None
+    if path is None or not path.exists():
+        raise ValueError(f"--committed reuses the cost rows of a results file, and there is none at {path}")
+    rows = [r for r in load_results(path)["records"] if r.get("kind") == "cost"]
+    if not rows:
+        raise ValueError(f"--committed: {path} holds no cost rows to reuse")
+    return rows
 
 
 def _tables(cfg, state) -> dict[str, list[dict]]:
@@ -505,13 +594,14 @@ def summarize(cfg, state, tables, cost_rows) -> dict:
                                                                   cfg["inner_steps_ladder"]))
         for s in cfg["shots"]:
             for t in TABLES:
-                summary["accuracy"][t][_key(v, s)] = mnist1d._interval(_accuracies(tables[t], v, s, key))
-                summary["accuracy_final"][t][_key(v, s)] = mnist1d._interval(_accuracies(tables[t], v, s, "accuracy"))
+                ours = _accuracies(tables[t], v, s, key)
+                summary["accuracy"][t][_key(v, s)] = mnist1d.seed_interval(ours)
+                summary["accuracy_final"][t][_key(v, s)] = mnist1d.seed_interval(_accuracies(tables[t], v, s,
+                                                                                               "accuracy"))
                 maml = _accuracies(tables[t], Variant(v.activation, "maml"), s, key)
                 if v.method != "maml" and maml:
-                    summary["difference_to_maml"][t][_key(v, s)] = mnist1d._paired(_accuracies(tables[t], v, s, key),
-                                                                                   maml)
-            summary["gain_from_tuning"][_key(v, s)] = mnist1d._paired(_accuracies(tables["best"], v, s, key),
+                    summary["difference_to_maml"][t][_key(v, s)] = mnist1d.seed_paired(ours, maml)
+            summary["gain_from_tuning"][_key(v, s)] = mnist1d.seed_paired(_accuracies(tables["best"], v, s, key),
                                                                      _accuracies(tables["shared"], v, s, key))
     for r in cost_rows:
         v = Variant(r["activation"], r["method"], r["freeze_pattern"])
@@ -601,7 +691,7 @@ def validation_key(cfg) -> str:
     return "val_accuracy_early" if cfg.get("early_stopping") else "val_accuracy"
 
 
-def carry_over(cfg, state, tables) -> dict:
+def carry_over(cfg, state, tables, paired=mnist1d.seed_paired) -> dict:
     """Whether the grid's choice carries over to the full protocol, per variant whose choice is
     not the shared setting and per shot count: the full runs' validation accuracy
     (:func:`validation_key`) at the chosen setting minus at the shared one, paired by seed and
@@ -615,7 +705,7 @@ def carry_over(cfg, state, tables) -> dict:
             runs = {t: sorted((r for r in tables[t] if mnist1d._variant(r) == (v.activation, s, v.method, False,
                                                                                  v.frozen)), key=lambda r: r["seed"])
                     for t in TABLES}
-            full = mnist1d._paired(*([np.asarray(r[key]) for r in runs[t]] for t in ("best", "shared")))
+            full = paired(*([np.asarray(r[key]) for r in runs[t]] for t in ("best", "shared")))
             out[_key(v, s)] = dict(chosen=list(g.chosen), grid_difference=g.scores[g.chosen] - g.scores[shared],
                                    full_difference=full)
     return out
@@ -638,11 +728,24 @@ def _carry_over_claim(cfg, carried: dict) -> dict:
                 any(c["full_difference"]["ci_high"] < -TOLERANCE for c in carried.values())))
 
 
-def _claims(cfg, state, tables) -> list[dict]:
+def claims(cfg, state, tables) -> list[dict]:
+    """:func:`_claims` on seed-level t intervals (:func:`mnist1d.seed_paired`); a claim whose
+    verdict the earlier intervals (a bootstrap over seeds, then episodes: at 3 seeds it spans
+    little more than the seed means' range) would have turned says so, with their numbers."""
+    out = _claims(cfg, state, tables)
+    for new, old in zip(out, _claims(cfg, state, tables, paired=mnist1d._paired)):
+        if new["verdict"] != old["verdict"]:
+            new["measured"] += (f"; with a bootstrap over seeds and episodes instead (too narrow at "
+                                f"{len(cfg['seeds'])} seeds): {old['measured']}, {old['verdict']}")
+    return out
+
+
+def _claims(cfg, state, tables, paired=mnist1d.seed_paired) -> list[dict]:
     """For each table: FO-B symmetric (and frozen, where planned) against MAML, and against
     the better (by mean test accuracy in that table) of FO-MAML and Reptile, at every shot count;
-    and whether the grid's choices carry over to the full runs (:func:`carry_over`)."""
-    carried, key = carry_over(cfg, state, tables), test_key(cfg)
+    and whether the grid's choices carry over to the full runs (:func:`carry_over`); intervals
+    by ``paired``."""
+    carried, key = carry_over(cfg, state, tables, paired), test_key(cfg)
     claims = [_carry_over_claim(cfg, carried)] if carried else []
     for t in TABLES:
         where = ("at the shared setting (alpha {alpha:g}, K {inner_steps})".format(**cfg) if t == "shared"
@@ -650,7 +753,7 @@ def _claims(cfg, state, tables) -> list[dict]:
         results = tables[t]
 
         def diff(a, b, s):
-            return mnist1d._paired(_accuracies(results, a, s, key), _accuracies(results, b, s, key))  # noqa: B023
+            return paired(_accuracies(results, a, s, key), _accuracies(results, b, s, key))  # noqa: B023
 
         def mean(v, s):
             return float(np.mean([a.mean() for a in _accuracies(results, v, s, key)]))  # noqa: B023

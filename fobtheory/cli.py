@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -87,10 +88,24 @@ def claims(args) -> int:
     from .experiments import default_out
 
     out = args.out or default_out(False)
+    for option, path in (("--readme", args.readme), ("--docs", args.docs)):  # checked before anything is written
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"{option} {path!r} is not an existing file: give the page whose generated blocks to fill")
+    if args.readme or args.docs:
+        quick = [r["results"] for r in ledger.collect(out) if r["quick"]]
+        if quick and not args.force:
+            raise ValueError(f"{out} holds quick results ({', '.join(sorted(set(quick)))}): they would replace the "
+                             "committed verdicts of the README and docs; pass --force to write them anyway")
     rows = ledger.write_ledger(out, committed=default_out(False))
     if args.readme:
-        changed = ledger.update_readme(args.readme, rows, figure_prefix=f"{Path(out).as_posix()}/")
-        print(f"{'updated' if changed else 'unchanged'}: the claims and verdicts blocks of {args.readme}")
+        changed = ledger.update_readme(args.readme, rows, figure_prefix=f"{Path(out).as_posix()}/", folder=out)
+        print(f"{'updated' if changed else 'unchanged'}: the generated blocks of {args.readme}")
+    if args.docs:
+        figures = Path(os.path.relpath(out, Path(args.docs).parent)).as_posix()  # as the page sees them
+        text = ledger.claims_rst(rows, figure_prefix=f"{figures}/")
+        changed = Path(args.docs).read_text() != text
+        Path(args.docs).write_text(text)
+        print(f"{'updated' if changed else 'unchanged'}: {args.docs}")
     return 0
 
 
@@ -211,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--methods", "--method", nargs="+", default=None,
                            help="maml fo_maml reptile fob_forward fob_symmetric (default: all)")
             p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
+            p.add_argument("--committed", dest="committed_only", action="store_true", default=None,
+                           help="train and time nothing: assemble from the committed runs, reusing the cost rows of "
+                                "the results file beside them (every unit must be committed)")
         if name == "paired":
             p.add_argument("--activations", nargs="+", default=None, help="relu gelu (default both)")
             p.add_argument("--shots", nargs="+", type=int, default=None, help="shots per class (default 1 5)")
@@ -221,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "still to train as pending (a campaign's interim results)")
     p = sub.add_parser("claims", help="print the claims ledger of a results folder and write its CLAIMS.md")
     p.add_argument("--out", default=None, help="results folder (default figures/)")
-    p.add_argument("--readme", default=None, help="also rewrite the claims and verdicts blocks of this README")
+    p.add_argument("--readme", default=None, help="also rewrite the generated blocks of this README (an existing file)")
+    p.add_argument("--docs", default=None,
+                   help="also rewrite this generated docs page of the claims (an existing file, e.g. docs/claims.rst)")
+    p.add_argument("--force", action="store_true",
+                   help="write quick results into --readme and --docs (refused without it: they are not the verdicts)")
     p.set_defaults(func=claims)
     p = sub.add_parser("reproduce", help="run every experiment, resuming; then the claims ledger")
     _common(p, device=True)

@@ -6,9 +6,11 @@ A quick run's ledger says so at the top (:data:`BANNER`), does not decide the cl
 verdict depends on the budget (:data:`BUDGET_BOUND`), and ends beside the committed verdicts
 (:func:`comparison`).
 
-``figures/CLAIMS.md`` and the blocks of README.md between the ``claims`` and ``verdicts``
-markers are generated from the results files here, never typed by hand, so that the
-verdicts shown are the ones the data gave.
+``figures/CLAIMS.md``, the README's ``verdicts`` block (one line per paper claim: the one
+deciding number that shows its verdict, :func:`headline`, and the tally) and the docs' claims
+page (:func:`claims_rst`: every paper claim condition by condition with every cell that decides
+it, then every experiment's key numbers and claims) are generated from the results files here,
+never typed by hand, so that the verdicts shown are the ones the data gave.
 """
 from __future__ import annotations
 
@@ -55,6 +57,11 @@ SHARED, TUNED = "shared setting", "each at its own best (alpha, K)"
 UNROLLED = "vs unrolled MAML"
 HVP = "vs HVP-MAML (exact, by Hessian-vector products)"
 PAIRED = "paired seeds in lockstep, vs MAML's noise floor"
+SHOT_CELLS = r"^(1-shot: [^;]*; 5-shot: [^;]*)"  # every shot count's interval: each one decides
+PAIRED_CELLS = r"^(.*?)(?:; MAML perturbed|$)"  # a paired claim's cells, without the context that follows
+PAIRED_WORDS = (("_relu_", "ReLU"), ("_gelu_", "GELU"), ("_relu_", "frozen patterns"), ("_gelu_", "plain differences"),
+                ("_shared", SHARED), ("_tuned", TUNED), ("_final", "final test accuracy"),
+                ("_early", "early-stopped test accuracy"))
 
 # The paper's claims (its abstract) and the ledger claims that decide each one, as
 # (claim id, label, pattern[, scope]): the pattern's group picks the deciding number out of
@@ -63,8 +70,10 @@ PAIRED = "paired seeds in lockstep, vs MAML's noise floor"
 # measured. A paper claim is refuted if one of its deciding claims is, confirmed if all of
 # them are, inconclusive otherwise; with scopes it "holds in part" where some hold and some
 # fail. Ids that are not in the results do not count, and the summary names them. `related`
-# adds, when present, the claims of some experiments whose id contains a word (HVP-MAML's, the
-# paired study's), scoped by the words of their ids (`words`, default VARIANT_WORDS).
+# adds, when present, the claims of some experiments whose id matches `id_pattern` (HVP-MAML's,
+# the paired study's), scoped by the words of their ids (`words`, default VARIANT_WORDS), their
+# numbers picked by `pattern` (default: the first clause). Claim 4a is decided by accuracy
+# claims only; the paired study's parameter distances decide 4c, a claim of their own.
 PAPER_CLAIMS = (
     {"claim": "1. Convergence",
      "statement": "FO-B-MAML converges to a stationary point; FO-MAML and Reptile keep a bias",
@@ -79,21 +88,20 @@ PAPER_CLAIMS = (
                   ("hess_unbounded_cosine", "cosine task, sup |hess Phi| grows", r"grows (\S+)"),
                   ("sngdm_where_sgd_fails", "at lr 10, SGD / SNGDM:", r"10\.0: ([^,;]*)"))},
     {"claim": "4a. Practice, accuracy", "statement": "on MNIST-1D FO-B-MAML tracks MAML's accuracy",
-     "deciding": (("fob_tracks_maml_gelu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+     "deciding": (("fob_tracks_maml_gelu", "FO-B - MAML,", SHOT_CELLS,
                    ("GELU", "plain differences", SHARED, UNROLLED)),
-                  ("best_fob_tracks_maml_gelu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                  ("best_fob_tracks_maml_gelu", "FO-B - MAML,", SHOT_CELLS,
                    ("GELU", "plain differences", TUNED, UNROLLED)),
-                  ("fob_frozen_tracks_maml_relu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                  ("fob_frozen_tracks_maml_relu", "FO-B - MAML,", SHOT_CELLS,
                    ("ReLU", "frozen patterns", SHARED, UNROLLED)),
-                  ("best_fob_frozen_tracks_maml_relu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                  ("best_fob_frozen_tracks_maml_relu", "FO-B - MAML,", SHOT_CELLS,
                    ("ReLU", "frozen patterns", TUNED, UNROLLED)),
-                  ("fob_tracks_maml_relu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                  ("fob_tracks_maml_relu", "FO-B - MAML,", SHOT_CELLS,
                    ("ReLU", "plain differences", SHARED, UNROLLED)),
-                  ("best_fob_tracks_maml_relu", "FO-B - MAML, 5-shot:", r"5-shot: ([^;]*)",
+                  ("best_fob_tracks_maml_relu", "FO-B - MAML,", SHOT_CELLS,
                    ("ReLU", "plain differences", TUNED, UNROLLED))),
-     "related": {"experiments": ("mnist1d_paired",), "id_contains": "fob_", "scope": PAIRED,
-                 "words": (("_relu_", "ReLU"), ("_gelu_", "GELU"), ("_relu_", "frozen patterns"),
-                           ("_gelu_", "plain differences"), ("_shared", SHARED), ("_tuned", TUNED))}},
+     "related": {"experiments": ("mnist1d_paired",), "id_pattern": r"^fob_(accuracy_within|tracks_maml_paired)_",
+                 "scope": PAIRED, "pattern": PAIRED_CELLS, "words": PAIRED_WORDS}},
     {"claim": "4b. Practice, memory",
      "statement": "FO-B-MAML keeps a flat memory footprint, without MAML's activation bottleneck",
      "deciding": (("fob_memory_flat_in_K_lean", "peak at the largest K / at K=1:", r"worst ([^ ;]*)",
@@ -114,7 +122,12 @@ PAPER_CLAIMS = (
                    ("FO-B lean (iterates recomputed)", HVP, "at scale")),
                   ("fob_faster_than_hvp_at_equal_memory", "the faster at each memory budget:", r"^([^;]*)",
                    ("FO-B, the fastest storage that fits", HVP))),
-     "related": {"experiments": ("memory", "memory_scale"), "id_contains": "hvp", "scope": HVP}},
+     "related": {"experiments": ("memory", "memory_scale"), "id_pattern": "hvp", "scope": HVP}},
+    {"claim": "4c. Practice, trajectory distance",
+     "statement": "trained in lockstep, FO-B-MAML's parameters stay within 2x MAML's noise floor's distance to MAML's",
+     "deciding": (),
+     "related": {"experiments": ("mnist1d_paired",), "id_pattern": r"^fob_distance_within_noise_floor_",
+                 "scope": PAIRED, "pattern": PAIRED_CELLS, "words": PAIRED_WORDS}},
 )
 # the estimator variant of a related claim, from words of its id (every word found adds its condition)
 VARIANT_WORDS = (("checkpoint", "FO-B with checkpointed iterates"), ("lean", "FO-B lean (iterates recomputed)"),
@@ -168,11 +181,12 @@ def _deciding(paper: dict, rows: list[dict]) -> list[tuple]:
     if related:
         listed = {d[0] for d in out}
         for r in rows:
-            if (r["experiment"] in related["experiments"] and related["id_contains"] in r["id"]
+            if (r["experiment"] in related["experiments"] and re.search(related["id_pattern"], r["id"])
                     and r["id"] not in listed):
                 words = tuple(dict.fromkeys(name for word, name in related.get("words", VARIANT_WORDS)
                                             if word in r["id"]))
-                out.append((r["id"], f"{r['statement']}:", r"^([^;]*)", (*words, related["scope"])))
+                label = "" if "pattern" in related else f"{r['statement']}:"
+                out.append((r["id"], label, related.get("pattern", r"^([^;]*)"), (*words, related["scope"])))
     return out
 
 
@@ -197,7 +211,7 @@ def paper_verdicts(rows: list[dict]) -> list[dict]:
     for paper in PAPER_CLAIMS:
         deciding = _deciding(paper, rows)
         numbers = [{"id": i, "verdict": by_id[i]["verdict"], "scope": scope,
-                    "text": f"{label} {_excerpt(by_id[i]['measured'], pattern)}"}
+                    "text": f"{label} {_excerpt(by_id[i]['measured'], pattern)}".strip()}
                    for i, label, pattern, scope in deciding if i in by_id]
         scoped = any(n["scope"] for n in numbers)
         common = [c for c in (numbers[0]["scope"] if len(numbers) > 1 else ()) if all(c in n["scope"] for n in numbers)]
@@ -222,21 +236,54 @@ def scope_lines(paper: dict) -> list[str]:
     return lines
 
 
-def verdicts_markdown(rows: list[dict]) -> str:
-    """The paper's claims as a Markdown table: verdict, and the deciding numbers; for claims
-    with scopes, grouped into where the claim holds, fails or is undecided."""
-    out = ["| paper claim | verdict | deciding numbers (claim id, its verdict), or where the claim holds and fails |",
-           "|---|---|---|"]
+def headline(paper: dict) -> dict | None:
+    """The one deciding number that shows a paper claim's verdict: the first failing one if a
+    deciding claim fails, the first undecided one if the claim stays open, else the first."""
+    numbers = paper["numbers"]
+    want = {"refuted": "refuted", IN_PART: "refuted", "inconclusive": "inconclusive"}.get(paper["verdict"])
+    return next((n for n in numbers if n["verdict"] == want), numbers[0] if numbers else None)
+
+
+def tally(paper: dict) -> str:
+    """How many deciding claims (conditions, for a scoped claim) hold, fail and stay undecided."""
+    what = "conditions" if paper["scoped"] else "deciding claims"
+    counts = [f"{sum(n['verdict'] == v for n in paper['numbers'])} {v}" for v in GROUP
+              if any(n["verdict"] == v for n in paper["numbers"])]
+    return f"{len(paper['numbers'])} {what}: " + ", ".join(counts) if counts else "no deciding claim measured"
+
+
+def verdicts_markdown(rows: list[dict], link: str | None = None) -> str:
+    """The paper's claims as a short Markdown table, one line each: the verdict, the one
+    deciding number that shows it (:func:`headline`, with its conditions) and the tally;
+    ``link`` points to the condition-by-condition table."""
+    out = ["| paper claim | verdict | the deciding number (its conditions, claim id), and the tally |", "|---|---|---|"]
     for p in paper_verdicts(rows):
-        if p["scoped"]:
-            cells = [re.sub(r"^(.*?) for ", r"**\1** for ", line) for line in scope_lines(p)]
-        else:
-            cells = [f"{n['text']} (`{n['id']}`, {n['verdict']})" for n in p["numbers"]]
+        n = headline(p)
+        where = f"{GROUP[n['verdict']]} for {', '.join(n['scope'])}: " if n and n["scope"] else ""
+        shown = f"{where}{n['text']} (`{n['id']}`)" if n else ""
+        cells = [shown, tally(p) + (f" ([all]({link}))" if link else "")]
         if p["missing"]:
-            cells.append("not in these results, not counted: " + ", ".join(f"`{i}`" for i in p["missing"]))
-        body = ("<br>" if p["scoped"] else "; ").join(_cell(c) for c in cells)
-        out.append(f"| **{p['claim']}**: {_cell(p['statement'])} | {MARK[p['verdict']]} | {body} |")
+            cells.append(f"{len(p['missing'])} not in these results")
+        out.append(f"| **{p['claim']}**: {_cell(p['statement'])} | {MARK[p['verdict']]} | "
+                   f"{_cell('; '.join(c for c in cells if c))} |")
     return "\n".join(out)
+
+
+def conditions_markdown(rows: list[dict]) -> str:
+    """Each paper claim's deciding claims, one row per condition: verdict, every deciding
+    cell, the claim id (the full table behind :func:`verdicts_markdown`)."""
+    out = []
+    for p in paper_verdicts(rows):
+        out += [f"### {p['claim']}: {MARK[p['verdict']]}", "", p["statement"] + ".", ""]
+        if p["common"]:
+            out += ["Every row: " + ", ".join(p["common"]) + ".", ""]
+        out += ["| conditions | verdict | deciding numbers | claim |", "|---|---|---|---|"]
+        out += [f"| {_cell(', '.join(n['scope']) or '-')} | {MARK[n['verdict']]} | {_cell(n['text'])} | `{n['id']}` |"
+                for n in p["numbers"]]
+        if p["missing"]:
+            out += ["", "Not in these results, not counted: " + ", ".join(f"`{i}`" for i in p["missing"])]
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 def _counts(rows: list[dict]) -> str:
@@ -321,6 +368,62 @@ def markdown(rows: list[dict], figure_prefix: str = "") -> str:
     return "\n".join(out)
 
 
+def _rst(text: str) -> str:
+    """Plain text as reST: markup characters escaped, so ``|grad Phi|`` is a norm, not a
+    substitution."""
+    return re.sub(r"([\\*`|_<>])", r"\\\1", " ".join(str(text).split()))
+
+
+def _rst_title(text: str, char: str) -> list[str]:
+    return [text, char * len(text), ""]
+
+
+def _list_table(header: list[str], rows: list[list[str]], widths: str) -> list[str]:
+    out = [".. list-table::", "   :header-rows: 1", f"   :widths: {widths}", ""]
+    for row in [header, *rows]:
+        out += [f"   * - {row[0]}"] + [f"     - {c}" for c in row[1:]]
+    return out + [""]
+
+
+def claims_rst(rows: list[dict], figure_prefix: str = "../figures/") -> str:
+    """The docs' claims page (reST): each paper claim with its verdict and, condition by
+    condition, the verdict and every cell that decides it; then, per experiment, its figures,
+    its key numbers (the ``highlights`` its code writes) and every claim."""
+    from .experiments import TITLES
+
+    word = {k: v.strip("*") for k, v in MARK.items()}
+    out = [".. Generated by `fobtheory claims --docs docs/claims.rst` from figures/*.json: do not edit.", "",
+           *_rst_title("Claims and verdicts", "="),
+           "Every verdict on this page is computed from the measured numbers of the committed results files "
+           "(``figures/*.json``) by ``fobtheory claims``, and this page is regenerated from them, never typed "
+           "by hand. A paper claim is refuted if one of its deciding claims is, confirmed if all of them are, "
+           "inconclusive otherwise; it *holds in part* where some conditions hold and others fail.", "",
+           _rst(_counts(rows)) + ".", ""]
+    out += _rst_title("The paper's claims, condition by condition", "-")
+    for p in paper_verdicts(rows):
+        out += _rst_title(f"{p['claim']}: {word[p['verdict']]}", "~")
+        out += [_rst(p["statement"]) + ".", ""]
+        if p["common"]:
+            out += ["Every row: " + _rst(", ".join(p["common"])) + ".", ""]
+        out += _list_table(["conditions", "verdict", "deciding numbers", "claim"],
+                           [[_rst(", ".join(n["scope"]) or "(all)"), word[n["verdict"]], _rst(n["text"]),
+                             f"``{n['id']}``"]
+                            for n in p["numbers"]], "30 10 45 15")
+        if p["missing"]:
+            out += ["Not in these results, not counted: " + ", ".join(f"``{i}``" for i in p["missing"]), ""]
+    out += _rst_title("Every claim, experiment by experiment", "-")
+    for name in _order(rows):
+        own = [r for r in rows if r["experiment"] == name]
+        out += _rst_title(TITLES.get(name, name), "~")
+        for f in own[0]["figures"]:
+            out += [f".. image:: {figure_prefix}{f}", f"   :alt: {f}", "   :width: 100%", ""]
+        out += [f"- {_rst(line)}" for line in own[0].get("highlights", [])] + [""] * bool(own[0].get("highlights"))
+        out += _list_table(["verdict", "claim", "expected", "measured"],
+                           [[word[r["verdict"]], f"{_rst(r['statement'])} (``{r['id']}``)", _rst(r["expected"]),
+                             _rst(r["measured"] + _budget_note(r))] for r in own], "10 35 20 35")
+    return "\n".join(out).rstrip() + "\n"
+
+
 def claims_file(rows: list[dict], against: str | None = None) -> str:
     """CLAIMS.md: a quick run's banner, the paper's claims, ``against`` (a
     :func:`comparison` with the committed results, or why there is none), every claim."""
@@ -328,7 +431,8 @@ def claims_file(rows: list[dict], against: str | None = None) -> str:
     return ("# Claims ledger\n\n" + (f"**{BANNER}**\n\n" if quick else "")
             + "Generated by `fobtheory claims` from the results files in this folder; "
             "each verdict is computed from the measured numbers.\n\n## The paper's claims\n\n"
-            + verdicts_markdown(rows) + "\n\n"
+            + verdicts_markdown(rows, "#the-papers-claims-condition-by-condition") + "\n\n"
+            + "## The paper's claims, condition by condition\n\n" + conditions_markdown(rows) + "\n\n"
             + (f"## Against the committed results\n\n{against}\n\n" if against else "")
             + "## Every claim\n\n" + markdown(rows) + "\n")
 
@@ -359,17 +463,31 @@ def _fill(text: str, start: str, end: str, body: str) -> str:
     return re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}", text, flags=re.S)
 
 
-def update_readme(readme, rows: list[dict], figure_prefix: str = "figures/") -> bool:
-    """Replace the block between the claims markers of ``readme`` with the ledger, and the
-    block between the verdicts markers (if any) with :func:`verdicts_markdown`; True if the
-    file changed."""
+CLAIMS_PAGE = "docs/claims.rst"  # the docs' claims page, from the repository root
+
+
+def update_readme(readme, rows: list[dict], figure_prefix: str = "figures/", link: str = CLAIMS_PAGE,
+                  folder=None) -> bool:
+    """Replace the block between the claims markers of ``readme`` (if any) with the ledger, the
+    block between the verdicts markers (if any) with :func:`verdicts_markdown` (its rows link to
+    ``link``) and, given the results ``folder``, the front page's other generated blocks
+    (:func:`fobtheory.frontpage.blocks`) where their markers are; True if the file changed. A
+    README with neither the claims nor the verdicts block is an error."""
+    from . import frontpage
+
     readme = Path(readme)
     text = readme.read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"{readme} has no {START} ... {END} block to fill")
-    new = _fill(text, START, END, markdown(rows, figure_prefix))
-    if VERDICTS_START in new and VERDICTS_END in new:
-        new = _fill(new, VERDICTS_START, VERDICTS_END, verdicts_markdown(rows))
+    blocks = [(START, END, lambda: markdown(rows, figure_prefix)),
+              (VERDICTS_START, VERDICTS_END, lambda: verdicts_markdown(rows, link))]
+    if folder is not None:
+        blocks += [(*frontpage.markers(name), lambda body=body: body)
+                   for name, body in frontpage.blocks(folder, rows, figure_prefix).items()]
+    present = [(a, b, body) for a, b, body in blocks if a in text and b in text]
+    if not any(a in (START, VERDICTS_START) for a, _, _ in present):
+        raise ValueError(f"{readme} has no {START} or {VERDICTS_START} block to fill")
+    new = text
+    for a, b, body in present:
+        new = _fill(new, a, b, body())
     if new != text:
         readme.write_text(new)
     return new != text

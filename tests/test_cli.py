@@ -86,11 +86,27 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_running(capsys, tmp
     assert sorted(tmp_path.iterdir()) == [blocker]  # nothing ran, nothing written
 
 
-def test_a_failed_read_or_write_ends_in_one_line(capsys, tmp_path):
+def test_a_missing_readme_is_refused_before_the_ledger_is_written(capsys, tmp_path):
     results = make_results("alpha", {}, [], {}, [claim("a", "s", "e", "m", "confirmed")])
     write_json_atomic(tmp_path / "alpha.json", results)
-    status, err = _error_line(capsys, ["claims", "--out", str(tmp_path), "--readme", str(tmp_path / "missing.md")])
-    assert status == 1 and "missing.md" in err
+    for option in ("--readme", "--docs"):
+        status, err = _error_line(capsys, ["claims", "--out", str(tmp_path), option, str(tmp_path / "missing.md")])
+        assert status == 2 and option in err and "missing.md" in err
+    assert not (tmp_path / "CLAIMS.md").exists()
+
+
+def test_quick_results_go_into_a_readme_only_when_forced(capsys, tmp_path):
+    from fobtheory import ledger
+
+    write_json_atomic(tmp_path / "alpha.json",
+                      make_results("alpha", {}, [], {"quick": True}, [claim("a", "s", "e", "m", "confirmed")]))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{ledger.START}\nthe committed verdicts\n{ledger.END}\n")
+    status, err = _error_line(capsys, ["claims", "--out", str(tmp_path), "--readme", str(readme)])
+    assert status == 2 and "quick results (alpha.json)" in err and "--force" in err
+    assert "the committed verdicts" in readme.read_text() and not (tmp_path / "CLAIMS.md").exists()
+    assert main(["claims", "--out", str(tmp_path), "--readme", str(readme), "--force"]) == 0
+    assert "the committed verdicts" not in readme.read_text()
 
 
 def test_the_console_reports_the_issue_cases_without_traceback(tmp_path):

@@ -84,6 +84,7 @@ def test_docs_build_without_warnings(tmp_path):
     from sphinx.cmd import build as sphinx  # the docs extra: pip install -e ".[test,docs]"
     source = tmp_path / "docs"
     shutil.copytree(DOCS, source, ignore=shutil.ignore_patterns("_build", "auto_examples", "sg_execution_times.rst"))
+    shutil.copytree(DOCS.parent / "figures", tmp_path / "figures", ignore=shutil.ignore_patterns("*-runs", "cuda"))
     status = sphinx.build_main(["-W", "--keep-going", "-q", "-b", "html", str(source), str(tmp_path / "html")])
     assert status == 0, "the docs build failed or warned: see the output above"
     for example in EXAMPLES:
@@ -93,6 +94,9 @@ def test_docs_build_without_warnings(tmp_path):
     for page in PAGES:  # long code lines wrap instead of being clipped
         assert '_static/custom.css' in (tmp_path / "html" / f"{page}.html").read_text(), page
     assert "white-space: pre-wrap" in (tmp_path / "html" / "_static" / "custom.css").read_text()
+    claims = (tmp_path / "html" / "claims.html").read_text()  # the generated claims page, with its figures
+    assert "4a. Practice, accuracy" in claims and "fob_tracks_maml_relu" in claims
+    assert re.search(r'src="_images/mnist1d_paired\.png"', claims)
 
 
 def test_the_api_reference_lists_every_module_of_the_package():

@@ -115,10 +115,15 @@ def test_paper_verdicts_follow_their_deciding_claims(monkeypatch):
     assert [n["text"] for n in got["A"]["numbers"]] == ["x: 42", "y: first"]
     assert got["B"]["missing"] == ["later"] and [n["id"] for n in got["B"]["numbers"]] == ["a1", "b1"]
     assert got["E"]["numbers"] == [] and got["E"]["missing"] == ["later"]
-    md = ledger.verdicts_markdown(rows)
+    md = ledger.verdicts_markdown(rows, "claims.rst")
     lines = md.splitlines()
     assert len(lines) == 2 + len(PAPER) and "| **B**: one refuted | **refuted** |" in md
-    assert "z: 1.5x (`b1`, refuted)" in lines[3] and "not counted: `later`" in lines[3]
+    # one line per claim: the number that shows the verdict (the failing one), the tally, the link
+    assert "z: 1.5x (`b1`); 2 deciding claims: 1 confirmed, 1 refuted ([all](claims.rst)); 1 not in these results" \
+        in lines[3]
+    assert "v: 0.3 (`c1`)" in lines[4] and "x: 42 (`a1`)" in lines[2]  # undecided: the open one; confirmed: the first
+    detail = ledger.conditions_markdown(rows)
+    assert "| - | **refuted** | z: 1.5x | `b1` |" in detail and "not counted: `later`" in detail
 
 
 def test_claims_command_fills_the_verdicts_block_too(tmp_path, monkeypatch):
@@ -129,9 +134,10 @@ def test_claims_command_fills_the_verdicts_block_too(tmp_path, monkeypatch):
                       f"mid\n{ledger.START}\nold\n{ledger.END}\n")
     assert main(["claims", "--out", str(tmp_path), "--readme", str(readme)]) == 0
     rows = ledger.collect(tmp_path)
-    assert ledger.readme_block(readme, ledger.VERDICTS_START, ledger.VERDICTS_END) == ledger.verdicts_markdown(rows)
+    assert ledger.readme_block(readme, ledger.VERDICTS_START, ledger.VERDICTS_END) == \
+        ledger.verdicts_markdown(rows, ledger.CLAIMS_PAGE)
     assert ledger.readme_block(readme) == ledger.markdown(rows, f"{tmp_path.as_posix()}/")
-    assert ledger.verdicts_markdown(rows) in (tmp_path / "CLAIMS.md").read_text()
+    assert ledger.conditions_markdown(rows) in (tmp_path / "CLAIMS.md").read_text()
     assert not ledger.update_readme(readme, rows, f"{tmp_path.as_posix()}/")  # idempotent
 
 
@@ -148,7 +154,7 @@ SCOPED = (
         ("s1", "gap:", r"gap (\S+)", ("GELU", "plain", "vs MAML")),
         ("s2", "gap:", r"gap (\S+)", ("ReLU", "plain", "vs MAML")),
         ("s3", "gap:", r"gap (\S+)", ("ReLU", "frozen", "vs MAML"))),
-     "related": {"experiments": ("memory",), "id_contains": "hvp", "scope": "vs HVP-MAML"}},
+     "related": {"experiments": ("memory",), "id_pattern": "hvp", "scope": "vs HVP-MAML"}},
 )
 
 
@@ -162,7 +168,10 @@ def test_scoped_verdicts_hold_in_part_and_group_their_conditions(monkeypatch):
     assert ledger.scope_lines(paper) == ["holds for GELU, plain (gap: 0.1, `s1`)", "fails for ReLU, plain (gap: -15, `s2`)",
                                          "undecided for ReLU, frozen (gap: 0.3, `s3`)", "every number: vs MAML"]
     row = ledger.verdicts_markdown(rows).splitlines()[2]
-    assert "| **holds in part** | **holds** for GELU, plain (gap: 0.1, `s1`)<br>**fails** for ReLU" in row
+    assert "| **holds in part** | fails for ReLU, plain: gap: -15 (`s2`); 3 conditions: 1 confirmed, 1 refuted, " \
+        "1 inconclusive |" in row
+    detail = ledger.conditions_markdown(rows)
+    assert "Every row: vs MAML." in detail and "| ReLU, frozen | *inconclusive* | gap: 0.3 | `s3` |" in detail
     # without the refuted one the old rule: confirmed and inconclusive give inconclusive
     assert ledger.paper_verdicts([rows[0], rows[2]])[0]["verdict"] == "inconclusive"
 
@@ -185,17 +194,34 @@ def test_related_claims_join_a_scoped_verdict_when_present(monkeypatch):
         "FO-B with checkpointed iterates", "FO-B lean (iterates recomputed)", "vs HVP-MAML")  # every word found
 
 
-def test_the_paired_studys_claims_join_claim_4a_scoped_by_activation_and_setting():
-    rows = [dict(claim(f"fob_{kind}_{act}_{setting}", "s", "e", "ratio 0.5; more", "confirmed"),
-                 experiment="mnist1d_paired")
-            for kind in ("distance_within_noise_floor", "tracks_maml_paired") for act in ("relu", "gelu")
-            for setting in ("shared", "tuned")]
-    paper = next(p for p in ledger.paper_verdicts(rows) if p["claim"].startswith("4a"))
-    scopes = {n["id"]: n["scope"] for n in paper["numbers"]}
-    assert len(scopes) == 8 and paper["verdict"] == "confirmed"
-    assert scopes["fob_distance_within_noise_floor_relu_tuned"] == ("ReLU", "frozen patterns", ledger.TUNED)
-    assert scopes["fob_tracks_maml_paired_gelu_shared"] == ("GELU", "plain differences", ledger.SHARED)
-    assert paper["common"] == [ledger.PAIRED]
+def test_paired_accuracy_claims_decide_4a_and_distances_only_4c():
+    """Distance is not accuracy: the paired study's distance claims decide 4c alone, its
+    accuracy claims join 4a, each scoped by activation, setting and accuracy, with every shot
+    cell of its measured text and none of the context after it."""
+    cells = "FO-B - MAML, points: 1-shot (alpha 0.4, K 1): +0.1 [-0.2, +0.3] (n 5); 5-shot: -0.5 [-3.0, +2.0] (n 5)"
+    rows = [dict(claim(f"fob_{kind}_{act}_{setting}{tail}", "s", "e", f"{cells}; MAML perturbed - MAML: 1-shot +9",
+                       "confirmed"), experiment="mnist1d_paired")
+            for kind, tails in (("distance_within_noise_floor", ("",)), ("accuracy_within_noise_floor", ("",)),
+                                ("tracks_maml_paired", ("_final", "_early")))
+            for tail in tails for act in ("relu", "gelu") for setting in ("shared", "tuned")]
+    rows[0]["verdict"] = "refuted"  # a distance claim fails: 4c holds only in part, 4a does not notice
+    papers = {p["claim"][:2]: p for p in ledger.paper_verdicts(rows)}
+    acc, dist = papers["4a"], papers["4c"]
+    assert {n["id"] for n in dist["numbers"]} == {r["id"] for r in rows if "distance" in r["id"]}
+    assert {n["id"] for n in acc["numbers"]} == {r["id"] for r in rows if "distance" not in r["id"]}
+    assert dist["verdict"] == ledger.IN_PART and acc["verdict"] == "confirmed"
+    scopes = {n["id"]: n["scope"] for n in acc["numbers"]}
+    assert scopes["fob_tracks_maml_paired_gelu_shared_early"] == (
+        "GELU", "plain differences", ledger.SHARED, "early-stopped test accuracy")
+    assert scopes["fob_accuracy_within_noise_floor_relu_tuned"] == ("ReLU", "frozen patterns", ledger.TUNED)
+    assert acc["common"] == [ledger.PAIRED] and all(n["text"] == cells for n in acc["numbers"])
+
+
+def test_the_deciding_text_of_a_tracking_claim_quotes_every_shot_cell(monkeypatch):
+    rows = [dict(claim("fob_tracks_maml_gelu", "s", "e", "1-shot: +0.3 [-2.7, +2.3] points; 5-shot: -0.1 [-0.4, +0.2] "
+                       "points", "inconclusive"), experiment="mnist1d")]
+    (number,) = next(p for p in ledger.paper_verdicts(rows) if p["claim"].startswith("4a"))["numbers"]
+    assert number["text"] == "FO-B - MAML, 1-shot: +0.3 [-2.7, +2.3] points; 5-shot: -0.1 [-0.4, +0.2] points"
 
 
 def test_a_quick_reproduction_says_what_it_is_and_sets_itself_beside_the_committed_results(tmp_path, monkeypatch):

@@ -194,3 +194,6 @@ def test_the_plan_line_flags_a_cell_by_the_need_that_governs_it(needed, needed_h
              needed_here=needed_here, seeds=list(range(seeds)))
     line = paired._seed_line("relu/5shot/shared", p, dict(cfg, max_seeds=16))
     assert (f"runs {seeds} ({note}" in line) if note else line.endswith(f"runs {seeds}")
+    # two differences: one degree of freedom, said, with the need at the sd's upper confidence limit
+    ucl = 1.41 / np.sqrt(stats.chi2.ppf(0.05, 1))
+    assert f"sd 1.41 from 1 degree of freedom (its 95% upper confidence limit {ucl:.2f} needs " in line

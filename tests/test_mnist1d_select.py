@@ -297,6 +297,14 @@ def test_quick_run_end_to_end_then_again_without_training(tiny, tmp_path, monkey
     again = sel.run(dict(tiny, checkpoint_dir=None), echo=_never_trains)
     numbers = lambda res: [r for r in res["records"] if r["kind"] in ("grid", "final", "curve")]  # noqa: E731
     assert numbers(again) == numbers(results)
+    # --committed: nothing trained or timed, the cost rows of the results file beside the runs reused
+    monkeypatch.setattr(sel, "cost", _never_trains)
+    with pytest.raises(ValueError, match="no cost rows|is none"):
+        sel.run(dict(tiny, committed_only=True))
+    (tmp_path / "mnist1d_select.json").write_text((tmp_path / "out" / "mnist1d_select.json").read_text())
+    assembled = sel.run(dict(tiny, committed_only=True))
+    assert [r for r in assembled["records"] if r["kind"] == "cost"] == costs and "committed_only" not in \
+        assembled["config"] and assembled["claims"] == back["claims"]
 
 
 def test_plan_lists_the_pending_units_and_the_cost(tiny, capsys):
@@ -329,3 +337,75 @@ def test_parallel_workers_commit_the_same_runs_as_one_process(tiny, tmp_path, mo
                 if r["kind"] in ("grid", "final", "curve")]
 
     assert numbers(parallel) == numbers(serial)
+
+
+@given(st.lists(st.floats(-20, 20), min_size=2, max_size=8), st.integers(5, 40))
+def test_seed_interval_is_the_t_interval_over_seed_means(means, episodes):
+    """Against scipy's t interval on the seed means (n - 1 degrees of freedom), whatever the
+    episodes' spread inside each seed."""
+    from scipy import stats
+
+    rng = np.random.default_rng(len(means))
+    per_seed = [m + rng.normal(0, 3, episodes) - 0 for m in means]
+    seed_means = np.array([a.mean() for a in per_seed])
+    got = mnist1d.seed_interval(per_seed)
+    if seed_means.std(ddof=1) == 0:
+        assert got["ci_low"] == pytest.approx(got["ci_high"])
+        return
+    low, high = stats.t.interval(0.95, len(means) - 1, loc=seed_means.mean(), scale=stats.sem(seed_means))
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((low, high))
+    assert got["level"] == f"t over {len(means)} seeds"
+
+
+def test_one_seed_falls_back_to_the_episodes_and_says_so():
+    got = mnist1d.seed_interval([np.linspace(0, 10, 50)])
+    assert got["level"].startswith("episodes of one seed") and got["ci_low"] < 5 < got["ci_high"]
+
+
+def test_a_claim_the_old_bootstrap_would_decide_otherwise_says_so_with_its_numbers():
+    """Three seeds whose paired differences are +0.5, +3 and +1 points: the bootstrap over seeds
+    and episodes stays above -1 (confirmed); the t interval over three seed means reaches
+    below -1 (inconclusive), and the claim quotes both."""
+    cfg = _cfg(activations=["relu"], shots=[5], methods=["maml", "fo_maml", "fob_symmetric"], early_stopping=True)
+    cfg.update(frozen_activations=[])
+    state = {v: sel.Grid({(0.4, 1): 1}, {(0.4, 1): 50.0}, (0.4, 1)) for v in sel.variants(cfg)}
+    base = np.linspace(40, 80, 200)
+    runs = []
+    for seed, gap in enumerate((0.5, 3.0, 1.0)):
+        for m, shift in (("maml", 0.0), ("fo_maml", 0.0), ("fob_symmetric", gap)):
+            runs.append({"activation": "relu", "shots": 5, "method": m, "kink_guard": False, "freeze_pattern": False,
+                         "seed": seed, "accuracy_early": (base + shift).tolist(), "accuracy": (base + shift).tolist()})
+    tables = {"shared": runs, "best": runs}
+    claim = {c["id"]: c for c in sel.claims(cfg, state, tables)}["shared_fob_above_first_order_relu"]
+    assert claim["verdict"] == "inconclusive"
+    assert "with a bootstrap over seeds and episodes instead" in claim["measured"] and claim["measured"].endswith(
+        "confirmed")
+    assert {c["verdict"] for c in sel._claims(cfg, state, tables, paired=mnist1d._paired)
+            if c["id"] == "shared_fob_above_first_order_relu"} == {"confirmed"}
+
+
+@pytest.mark.parametrize("mean, bound", [(3.9, -1.0), (0.8, 1.0), (-3.1, -1.0)])
+def test_seeds_to_decide_is_the_first_count_whose_interval_clears_the_bound(mean, bound):
+    """Against the t interval itself: at the returned count the interval at the same sd stays
+    on one side of the bound, one seed fewer it does not."""
+    from scipy import stats
+
+    n, sd = 3, 2.5
+    half = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+    need = sel.seeds_to_decide(mean, half, n, bound)
+    clears = lambda m: stats.t.ppf(0.975, m - 1) * sd / np.sqrt(m) < abs(mean - bound)  # noqa: E731
+    assert need > n and clears(need) and not clears(need - 1)
+    assert sel.seeds_to_decide(bound, half, n, bound) is None
+
+
+def test_the_committed_select_verdicts_that_hinge_on_seeds_are_listed_with_their_need():
+    """Every inconclusive claim of the committed results whose interval crosses a bound has a
+    line with the seeds that would decide it, at the measured sd and its upper confidence limit."""
+    from pathlib import Path
+
+    results = load_results(Path(__file__).resolve().parents[1] / "figures" / "mnist1d_select.json")
+    lines = sel.seed_needs(sel.config(), results)
+    assert "2 degrees of freedom" in lines[0]
+    open_ = {c["id"] for c in results["claims"] if c["verdict"] == "inconclusive"}
+    assert {line.split()[0] for line in lines[1:]} == open_ and all("at its upper limit" in x for x in lines[1:])
+    assert lines[-1].strip() in results["summary"]["highlights"][-1]
