@@ -283,6 +283,7 @@ def plot(results: dict, out_dir) -> list[Path]:
                ylabel="maximum relative error over tasks")
         ax.legend(fontsize=6)
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]

@@ -271,6 +271,7 @@ def plot(results: dict, out_dir) -> list[Path]:
         fig.suptitle(f"one meta-gradient per method, interleaved; device: {env.get('cuda_device') or env.get('device')}, "
                      f"torch {env['torch']}")
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]

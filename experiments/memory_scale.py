@@ -888,6 +888,7 @@ def plot(results: dict, out_dir) -> list[Path]:
         env = results["environment"]
         fig.suptitle(f"memory at scale from shapes (meta device); time on {env.get('device')}, torch {env['torch']}")
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]

@@ -921,6 +921,7 @@ def _plot_accuracy(results, path):
             ax.set(title=f"{act.upper()}: final test accuracy, 95% interval", xlabel=f"test accuracy, % "
                    f"({cfg['eval_episodes']} episodes x {len(cfg['seeds'])} seeds)")
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return path

@@ -653,6 +653,7 @@ def plot(results: dict, out_dir) -> list[Path]:
             axes[1][j].set(xlabel="meta-step", ylabel="validation accuracy - MAML's, points")
             axes[0][j].legend(loc="best")
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]

@@ -737,6 +737,7 @@ def _plot_cost(results, path):
             for ax in ax_row:
                 ax.legend(loc="best", fontsize=6)
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return path
@@ -769,6 +770,7 @@ def _plot_grid(results, path):
         fig.suptitle(f"Validation accuracy % ({cfg['grid_shots']}-shot, {cfg['grid_meta_steps']} meta-steps, "
                      f"{cfg['eval_episodes']} episodes); boxed: chosen", fontsize=10)
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return path

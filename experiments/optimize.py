@@ -26,7 +26,7 @@ from fobtheory.progress import track
 
 from fobtheory.estimators import fo_maml, fob_maml, reptile
 from fobtheory.optim import SNGDM, ClippedSGD, NormalizedSGD
-from fobtheory.plotting import METHOD_COLORS, close, panels, style
+from fobtheory.plotting import METHOD_COLORS, close, mark_quick, panels, style
 from fobtheory.problems import CosineTask, MetaProblem, logistic_tasks
 from fobtheory.results import claim, make_results, save_figure, verdict
 
@@ -382,6 +382,7 @@ def plot(results: dict, out_dir) -> list[Path]:
                title=f"cosine (L0, L1) problem, {cfg['cosine']['estimator']}: x = diverged")
         ax.legend(loc="upper center", ncol=2)
         fig.tight_layout()
+        mark_quick(fig, results)
         path = save_figure(fig, Path(out_dir) / f"{NAME}.png")
         close(fig)
     return [path]

@@ -426,6 +426,7 @@ def plot(results: dict, out_dir) -> list[Path]:
         axes[2].set(yscale="log", xlabel="meta-step", ylabel="|theta_hvp - theta_maml| / |theta_maml|",
                     title="MAML and HVP-MAML trained in lockstep (float64)")
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]
