@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from fobtheory import campaign, plotting
-from fobtheory.data import EpisodeSampler, cache_dir, load_mnist1d
+from fobtheory.data import EpisodeSampler, cache_dir, code_version, load_mnist1d
 from fobtheory.memory import wall_time
 from fobtheory.nn import CNN1D, METHODS, adapted_accuracy, meta_gradient_batch
 from fobtheory.results import DamagedResult, claim, environment, make_results, read_json, save_figure, verdict
@@ -198,9 +198,13 @@ def run_key(cfg) -> str:
 
 
 def _run_dir(cfg) -> Path:
-    """Cache folder of this training configuration's checkpoints and snapshots."""
+    """Cache folder of this training configuration's checkpoints and snapshots: ``<run key>``
+    under ``checkpoint_dir`` or the cache. Without ``results_dir`` the finished results are
+    kept there too, and the folder is ``<run key>-code-<code version>``
+    (:func:`fobtheory.data.code_version`): a cached result is reused only by the code that
+    computed it (committed results are versioned by :data:`TRAINING_VERSION` instead)."""
     root = Path(cfg["checkpoint_dir"]) if cfg["checkpoint_dir"] else cache_dir() / "mnist1d-runs"
-    return root / run_key(cfg)
+    return root / (run_key(cfg) if cfg["results_dir"] else f"{run_key(cfg)}-code-{code_version()}")
 
 
 def results_dir(cfg) -> Path:
@@ -398,9 +402,17 @@ def job_seconds(seconds: dict):
     return lambda j: unit_seconds(j.args[0], j.args[1], seconds)
 
 
-def train_all(jobs_of, cfg, desc: str, **options) -> None:
+def train_all(jobs_of, cfg, desc: str, echo=print, **options) -> None:
     """Train ``jobs_of()``'s pending units (:func:`fobtheory.campaign.complete`); a failed
-    unit is a RuntimeError naming the failed units, after the others finished."""
+    unit is a RuntimeError naming the failed units, after the others finished. Units whose
+    results the cache already holds (no ``results_dir``) are reused, and one line says so."""
+    if not cfg["results_dir"]:
+        every = jobs_of()
+        reused = [j for j in every if campaign.status(j) == "committed"]
+        if reused:
+            folders = sorted({str(j.path.parent) for j in reused})
+            echo(f"{desc}: {len(reused)} of {len(every)} reused from the cache ({', '.join(folders)}; same "
+                 "configuration and code), not retrained: delete the folder to retrain them")
     failed = campaign.complete(jobs_of, **run_options(cfg, desc), **options)
     if failed:
         raise RuntimeError(campaign.failure(failed))
