@@ -302,11 +302,16 @@ def summarize(records, cfg) -> dict:
         f"{s['exact_max_error']:.1e}",
         f"width {top[0]}, K {top[1]}: " + ", ".join(f"{v} {p:.0f} MiB {t:.2f} s" for v, (p, t) in row.items()),
         f"shape-only, width {cfg['scale']['width']}, depth {cfg['scale']['depth']}, K {cfg['scale']['inner_steps']}, "
-        f"meta-batch {cfg['scale']['meta_batch']}: " + ", ".join(f"{v} {g:.1f} GiB" for v, g in s["scale"].items()),
+        f"meta-batch {cfg['scale']['meta_batch']}: " + ", ".join(f"{v} {_gib(g)}" for v, g in s["scale"].items()),
         f"HF-MAML = FO-B symmetric (J=1) to {s['hf_identity']:.1e}; median error at delta {mid:g}: "
         + ", ".join(f"{k} {v:.1e}" for k, v in s["hf_median_error"].items()),
     ]
     return s
+
+
+def _gib(g: float, unit: str = " GiB") -> str:
+    """``g`` GiB to one decimal, or to two significant digits below 1 GiB (toy sizes never read 0.0)."""
+    return f"{g:.1f}{unit}" if g >= 1 else f"{g:.2g}{unit}"
 
 
 def claims(s, cfg) -> list[dict]:
@@ -354,8 +359,8 @@ def claims(s, cfg) -> list[dict]:
         "At scale, FO-B lean needs less memory than HVP-MAML with recomputed iterates",
         f"shape-only peak ratio < 1 (width {cfg['scale']['width']}, depth {cfg['scale']['depth']}, "
         f"K {cfg['scale']['inner_steps']}, meta-batch {cfg['scale']['meta_batch']})",
-        f"FO-B lean {sc['fob_symmetric_lean']:.1f} GiB, HVP lean {sc['maml_hvp_lean']:.1f} GiB, HVP stored "
-        f"{sc['maml_hvp']:.1f}, MAML {sc['maml']:.1f}, FO-MAML {sc['fo_maml']:.1f}",
+        f"FO-B lean {_gib(sc['fob_symmetric_lean'])}, HVP lean {_gib(sc['maml_hvp_lean'])}, HVP stored "
+        f"{_gib(sc['maml_hvp'], '')}, MAML {_gib(sc['maml'], '')}, FO-MAML {_gib(sc['fo_maml'], '')}",
         verdict(sc["fob_symmetric_lean"] < sc["maml_hvp_lean"], sc["fob_symmetric_lean"] > sc["maml_hvp_lean"])))
     out.append(claim(
         "hf_maml_equals_fob_symmetric_J1",

@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 STYLE = {
     "figure.dpi": 100,
@@ -52,6 +53,15 @@ def reference_slope(ax, x0: float, y0: float, slope: float, decades: float = 2.0
     xs = [x0, x0 * 10**decades]
     ax.plot(xs, [y0, y0 * 10 ** (slope * decades)], linestyle="--", color=kw.pop("color", "grey"),
             linewidth=1, label=label, **kw)
+
+
+def plain_ticks(axis, ticks=None):
+    """Plain numbers on a log axis (at ``ticks``, the measured values, when given), no minor labels."""
+    if ticks is not None:
+        axis.set_ticks(ticks, [f"{t:g}" for t in ticks])
+    else:
+        axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
 
 
 def close(fig):
