@@ -903,7 +903,8 @@ def _plot_accuracy(results, path):
     acts, shots = cfg["activations"], cfg["shots"]
     curves = [r for r in recs if r["kind"] == "curve"]
     with plotting.style():
-        fig, axes = plotting.plt.subplots(len(acts), len(shots) + 1, figsize=(4.6 * (len(shots) + 1), 3.6 * len(acts)),
+        height = 3.6 * len(acts) + 0.7  # and a strip for the legend
+        fig, axes = plotting.plt.subplots(len(acts), len(shots) + 1, figsize=(4.6 * (len(shots) + 1), height),
                                           squeeze=False)
         for i, act in enumerate(acts):
             for j, s in enumerate(shots):
@@ -921,7 +922,6 @@ def _plot_accuracy(results, path):
                                label="prototype MAML, test (DESIGN 4.4)")
                 ax.set(title=f"{act.upper()}, 5-way {s}-shot", xlabel="meta-step",
                        ylabel=f"validation accuracy, % ({cfg['curve_episodes']} episodes)")
-                ax.legend(loc="best")
             ax = axes[i][-1]
             keys = [k for k in results["summary"]["accuracy"] if k.startswith(f"{act}/")]
             for y, key in enumerate(keys):
@@ -932,7 +932,12 @@ def _plot_accuracy(results, path):
             ax.set_yticks(range(len(keys)), [k.split("/", 1)[1] for k in keys], fontsize=7)
             ax.set(title=f"{act.upper()}: final test accuracy, 95% interval", xlabel=f"test accuracy, % "
                    f"({cfg['eval_episodes']} episodes x {len(cfg['seeds'])} seeds)")
-        fig.tight_layout()
+        legend = {}  # one legend for every curve panel, below them: none covers a curve
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(label, handle)
+        fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=4, fontsize=9)
+        fig.tight_layout(rect=(0, 0.7 / height, 1, 1))
         plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
