@@ -353,7 +353,7 @@ def plot(results: dict, out_dir) -> list[Path]:
                                linestyle="--", linewidth=1, label=f"{est} bias (full batch)")
             ax.set(yscale="log", xlabel="meta-step", ylabel="exact |grad Phi| (all tasks)",
                    title=f"logistic, {shown}, meta-batch {R['meta_batch']} of {cfg['logistic']['n_tasks']}")
-            ax.legend(loc="upper right")
+            ax.legend(loc="lower left" if regime == "full" else "upper right")  # where no curve runs
         ax = axes[2]
         for i, est in enumerate(ESTIMATORS):
             for j, opt in enumerate(markers):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.lines import Line2D
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -410,14 +411,21 @@ def plot(results: dict, out_dir) -> list[Path]:
     colors = {v: plotting.METHOD_COLORS.get(v.removesuffix("_lean")) for v in TABLE_VARIANTS}
     with plotting.style():
         fig, axes = plotting.plt.subplots(1, 3, figsize=(16, 4.4))
+        shapes = dict(zip(s["table"], "osD^vP*X"))  # one marker per configuration, one colour per method
         for key, row in s["table"].items():
             for v, m in row.items():
                 lean = v.endswith("_lean")
-                axes[0].scatter(m["peak_mib"], m["seconds"], color=colors[v], marker="s" if lean else "o",
+                axes[0].scatter(m["peak_mib"], m["seconds"], color=colors[v], marker=shapes[key], s=36,
                                 facecolors="none" if lean else colors[v])
-                axes[0].annotate(f"{v}\n{key}", (m["peak_mib"], m["seconds"]), fontsize=6)
+        methods = list(dict.fromkeys(v.removesuffix("_lean") for row in s["table"].values() for v in row))
+        key_of = [Line2D([], [], color=colors[v], marker="o", linestyle="", label=v) for v in methods]
+        key_of += [Line2D([], [], color="grey", marker=shapes[k], linestyle="", label=k.replace("_", ", "))
+                   for k in s["table"]]
+        key_of.append(Line2D([], [], color="grey", marker="o", markerfacecolor="none", linestyle="",
+                             label="open: recomputed iterates (lean)"))
+        axes[0].legend(handles=key_of, fontsize=7, loc="lower right")  # the cheap and small corner stays empty
         axes[0].set(xscale="log", yscale="log", xlabel="peak live tensors, MiB", ylabel="seconds per meta-gradient",
-                    title="time against memory (open: recomputed iterates)")
+                    title="time against memory (colour: method; marker: width w, K)")
         hf = [r for r in recs if r["part"] == "prior_art"]
         for scheme in ("hf_maml", "fob_symmetric", "fob_symmetric_J2", "fob_order4", "fob_forward"):
             deltas = sorted({r["delta"] for r in hf})
