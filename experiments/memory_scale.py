@@ -99,7 +99,8 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
         torch_threads=1, seed=seed, device=device,
     )
     if quick:
-        cfg.update(cards={"12 MiB": 12 * MIB, "40 MiB": 40 * MIB},  # names that read in the claims' sentences widths=list(range(8, 65, 8)),
+        # toy cards, named by their size so that the claims' sentences read ("On a card of 12 MiB")
+        cfg.update(cards={"12 MiB": 12 * MIB, "40 MiB": 40 * MIB}, widths=list(range(8, 65, 8)),
                    along_K=dict(depth=3, meta_batch=4, length=short, inner_steps=[1, 3]),
                    across=dict(inner_steps=3, depths=[3], meta_batches=[2, 4], lengths=[short]),
                    checkpoints=dict(width=16, depth=3, meta_batch=2, length=short, inner_steps=[4],
@@ -845,7 +846,8 @@ def plot(results: dict, out_dir) -> list[Path]:
             ax.axhline(lim["peak_limit"] * c["fo_maml_peak"] / MIB, color=colors["fo_maml"], linewidth=0.8,
                        linestyle=":", label=f"{lim['peak_limit']}x FO-MAML, K {K}")
         ax.set(title=f"checkpoint_every = c (labels): peak vs gradient calls\nwidth {lim['width']}, depth "
-                     f"{lim['depth']}, meta-batch {lim['meta_batch']}", xlabel="gradient + Hessian-vector calls", ylabel="peak, MiB",
+                     f"{lim['depth']}, meta-batch {lim['meta_batch']}", xlabel="gradient + Hessian-vector calls",
+               ylabel="peak, MiB",
                xscale="log")
         plotting.plain_ticks(ax.xaxis)
         ax.legend(fontsize=6, loc="upper right")  # short labels: clear of the curves, which fall to the right

@@ -64,7 +64,8 @@ def _checks_point(oracle):
     def checked(self, x, *args, **kwargs):
         shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
         if shape[-1:] != (self.dim,):
-            raise ValueError(f"{name} must have shape ({self.dim},) in {oracle.__name__} of {self!r}, got shape {shape}")
+            raise ValueError(f"{name} must have shape ({self.dim},) in {oracle.__name__} of {self!r}, "
+                             f"got shape {shape}")
         return oracle(self, x, *args, **kwargs)
     return checked
 

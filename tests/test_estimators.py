@@ -331,7 +331,8 @@ def test_the_fixed_point_error_names_the_delta_the_step_and_the_tasks_that_diver
     curvature = np.array([[0.1], [10.0], [0.1], [10.0]])
     outer = lambda P: curvature * P  # noqa: E731
     for scheme in ("forward", "symmetric", "complex"):
-        with pytest.raises(FixedPointError, match=r"at backward step 1 for tasks 1, 3 of the batch diverges \(delta=0.5,"):
+        with pytest.raises(FixedPointError,
+                           match=r"at backward step 1 for tasks 1, 3 of the batch diverges \(delta=0.5,"):
             fob_maml(np.ones((4, 1)), np.sin, outer, alpha=0.5, delta=0.5, scheme=scheme, inner_steps=2,
                      fixed_point_iters=5, batched=True)
     with pytest.raises(FixedPointError, match=r"at backward step 1 for tasks 1, 3 of the batch \(delta=0.5\) did not"):

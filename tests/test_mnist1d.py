@@ -327,7 +327,8 @@ def test_a_cached_result_is_reused_only_by_the_code_that_computed_it(tiny, monke
     again = exp.run(cfg)  # the same code: reused, and said in one line
     said = [line for line in capsys.readouterr().out.splitlines() if "reused" in line]
     assert len(said) == 1 and "1 of 1 reused from the cache" in said[0] and str(exp.results_dir(cfg)) in said[0]
-    assert [r for r in again["records"] if r["kind"] == "final"] == [r for r in first["records"] if r["kind"] == "final"]
+    finals = lambda res: [r for r in res["records"] if r["kind"] == "final"]  # noqa: E731
+    assert finals(again) == finals(first)
     monkeypatch.setattr(exp, "code_version", lambda: "0123456789abcdef")  # the same configuration, other code
     with pytest.raises(AssertionError, match="trained"):
         exp.run(cfg)
