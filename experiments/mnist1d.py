@@ -19,7 +19,7 @@ The fidelity of the finite differences (error tails against MAML) is its own exp
 finished result, a small JSON, is written atomically to
 ``<results_dir>/<run key>/<run name>.json`` (``results_dir`` = ``figures/mnist1d-runs`` by
 default, relative to the working directory: run from the repository root, and the results
-are committed; quick runs keep them in the cache); checkpoints (every ``checkpoint_every`` steps) and weight
+are committed; quick runs keep them in the cache, keyed by the code version too); checkpoints (every ``checkpoint_every`` steps) and weight
 snapshots stay in the cache, ``<checkpoint_dir or ~/.cache/fobtheory/mnist1d-runs>/<run key>/``.
 The run key ``v<version>-<hash>`` hashes every config entry that shapes a run's numbers (all
 but :data:`PLAN_KEYS`), so a result is reused only by the same configuration and code, on any
