@@ -24,7 +24,7 @@ for ax, (name, task) in zip(axes, (("cosine", CosineTask(alpha=0.5)), ("quadrati
     L0, L1 = theory_constants(task)
     print(f"{name:>9}: fitted L0 = {fit.L0:.3f}, L1 = {fit.L1:.3f}; theory L0 = {L0:.3f}, L1 = {L1:.3f}")
     grid = np.geomspace(g[g > 0].min(), g.max(), 100)  # log-spaced: the flat L0 part shows on log axes
-    ax.loglog(g, h, ".", ms=3, label="measured points")
+    ax.loglog(g, h, ".", ms=3, label="measured points", zorder=3)  # above the lines they touch
     ax.loglog(grid, fit.L0 + fit.L1 * grid, label="fitted envelope L0 + L1 |grad Phi|")
     ax.loglog(grid, L0 + L1 * grid, "--", label="theory's constants")
     ax.set(title=name, xlabel="|grad Phi|", ylabel="|hess Phi|")
