@@ -94,10 +94,25 @@ def execute(command: str, *, quick: bool = False, seed: int = 0, out=None, devic
     results["summary"]["quick"] = quick  # the ledger does not decide budget-bound claims of quick runs
     path = write_json_atomic(out / f"{mod.NAME}.json", results)
     figures = mod.plot(results, out)
-    echo(f"wrote {path} and {', '.join(str(f) for f in figures)} in {results['summary']['seconds']:.1f} s")
-    for c in results["claims"]:
-        echo(claim_line(c))
+    echo(f"wrote {path} and {', '.join(str(f) for f in figures)} in {results['summary']['seconds']:.1f} s"
+         + (" (quick run: a check of the pipeline, not the paper's verdicts)" if quick else ""))
+    for line in claim_lines(results):
+        echo(line)
     return results
+
+
+def claim_lines(results: dict) -> list[str]:
+    """The claims of ``results`` as the console prints them, by the ledger's rule
+    (:func:`fobtheory.ledger.collect`): a claim of a quick run that its budget cannot decide
+    (:func:`fobtheory.ledger.budget_bound`) reads 'not decided at this budget' and says why,
+    whatever its verdict at the small budget."""
+    quick = bool(results["summary"].get("quick", False))
+    lines = []
+    for c in results["claims"]:
+        reason = ledger.budget_bound(results["experiment"], c["id"]) if quick else None
+        lines.append(claim_line(dict(c, verdict=ledger.UNDECIDED, measured=f"{c['measured']} ({reason})")
+                                if reason else c))
+    return lines
 
 
 def _normalized(config: dict) -> dict:

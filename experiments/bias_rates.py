@@ -54,7 +54,7 @@ from fobtheory.progress import track
 from fobtheory import symbolic
 from fobtheory.checks import integer, positive
 from fobtheory.estimators import FixedPointError, fo_maml, fob_maml, reptile
-from fobtheory.plotting import METHOD_COLORS, close, panels, reference_slope, style
+from fobtheory.plotting import METHOD_COLORS, close, mark_quick, panels, reference_slope, style
 from fobtheory.problems import CosineTask, MetaProblem, logistic_tasks, quadratic_tasks, relu_tasks
 from fobtheory.rates import EPS64, RESOLUTION, fit_power_law, fit_rate, geometric_mean, relative_error
 from fobtheory.results import claim, make_results, save_figure, verdict
@@ -879,6 +879,7 @@ def plot(results: dict, out_dir) -> list[Path]:
                                         "upper left"), (1, 1, 1, 2, 1, 1)):
             ax.legend(loc=loc, ncol=ncol, frameon=True, framealpha=0.9, edgecolor="none")
         fig.tight_layout()
+        mark_quick(fig, results)
         path = save_figure(fig, Path(out_dir) / f"{NAME}.png")
         close(fig)
     return [path]

@@ -279,10 +279,11 @@ def plot(results: dict, out_dir) -> list[Path]:
                         label=f"{ESTIMATORS[est]}, {dtype}, delta {floor[dtype]['delta']:g}")
         ax.set_xscale("symlog", linthresh=max(1, min([s for s in cfg["steps"] if s > 0], default=1)))
         ax.set_yscale("log")
-        ax.set(title="maximum over tasks by checkpoint (recommended delta)", xlabel="MAML meta-step",
+        ax.set(title="maximum over tasks by checkpoint\n(recommended delta)", xlabel="MAML meta-step",
                ylabel="maximum relative error over tasks")
         ax.legend(fontsize=6)
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from fobtheory import plotting
-from fobtheory.experiments import mnist1d, mnist1d_select
+from fobtheory.experiments import claim_lines, mnist1d, mnist1d_select
 from fobtheory.nn import flatten, loss_gradient, meta_gradient_batch, parameter_spec, unflatten
 from fobtheory.progress import track
-from fobtheory.results import claim, claim_line, make_results, save_figure, verdict, write_json_atomic
+from fobtheory.results import claim, make_results, save_figure, verdict, write_json_atomic
 
 NAME = "fo_maml_collapse"
 
@@ -175,6 +175,7 @@ def plot(results: dict, out_dir) -> list[Path]:
         axes[2].set(xlabel="meta-step", ylabel="query loss after adaptation",
                     title=f"meta-loss (alpha {rows[0]['alpha']:g}, K {rows[0]['inner_steps']})")
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         path = save_figure(fig, Path(out_dir) / f"{NAME}.png")
     plotting.close(fig)
     return [path]
@@ -188,10 +189,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out or ("runs/quick" if args.quick else "figures"))
     results = run(config(quick=args.quick))
+    results["summary"]["quick"] = args.quick
     path = write_json_atomic(out / f"{NAME}.json", results)
     print(f"wrote {path} and {', '.join(map(str, plot(results, out)))}")
-    for c in results["claims"]:
-        print(claim_line(c))
+    for line in claim_lines(results):
+        print(line)
     return 0
 
 

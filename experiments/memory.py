@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.ticker import NullFormatter
-from fobtheory.progress import track
+from matplotlib.ticker import LogFormatter
 
 from fobtheory import plotting
 from fobtheory.memory import measure, wall_time
 from fobtheory.nn import CNN1D, meta_gradient_batch
+from fobtheory.progress import track
 from fobtheory.results import claim, make_results, save_figure, verdict
 
 NAME = "memory"
@@ -259,18 +259,22 @@ def plot(results: dict, out_dir) -> list[Path]:
                            ylabel="peak live tensors, MiB", xscale="log", yscale="log")
             axes[i][1].set(title=f"peak memory, width {max(cfg['widths'])}", xlabel="inner steps K",
                            ylabel="peak live tensors, MiB", yscale="log")
+            axes[i][1].set_xticks(cfg["inner_steps"], [str(k) for k in cfg["inner_steps"]])  # the measured K
             axes[i][2].set(title=f"time per meta-gradient / MAML's, K={Kmax}", xlabel="width (channels)",
                            ylabel="time ratio to MAML", xscale="log")
             axes[i][2].axhline(1.0, color="black", linewidth=0.8)
             for ax in (axes[i][0], axes[i][2]):  # the measured widths, not powers of ten
-                ax.set_xticks(cfg["widths"], [str(w) for w in cfg["widths"]])
-                ax.xaxis.set_minor_formatter(NullFormatter())
-            for ax in axes[i]:
-                ax.legend()
+                plotting.plain_ticks(ax.xaxis, cfg["widths"])
+            for ax in axes[i][:2]:  # plain numbers, minor ticks labelled where the axis spans about a decade
+                ax.yaxis.set_major_formatter(LogFormatter())
+                ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
         env = results["environment"]
         fig.suptitle(f"one meta-gradient per method, interleaved; device: {env.get('cuda_device') or env.get('device')}, "
                      f"torch {env['torch']}")
-        fig.tight_layout()
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(cfg["variants"]),
+                   fontsize=9)  # one legend for every panel, off the lines
+        fig.tight_layout(rect=(0, 0.06 / len(settings), 1, 1))
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]

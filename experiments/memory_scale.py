@@ -45,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from fobtheory import plotting
 from fobtheory.experiments.memory import LEAN, VARIANTS as MEMORY_VARIANTS
@@ -100,7 +99,8 @@ def config(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
         torch_threads=1, seed=seed, device=device,
     )
     if quick:
-        cfg.update(cards={"small": 12 * MIB, "large": 40 * MIB}, widths=list(range(8, 65, 8)),
+        # toy cards, named by their size so that the claims' sentences read ("On a card of 12 MiB")
+        cfg.update(cards={"12 MiB": 12 * MIB, "40 MiB": 40 * MIB}, widths=list(range(8, 65, 8)),
                    along_K=dict(depth=3, meta_batch=4, length=short, inner_steps=[1, 3]),
                    across=dict(inner_steps=3, depths=[3], meta_batches=[2, 4], lengths=[short]),
                    checkpoints=dict(width=16, depth=3, meta_batch=2, length=short, inner_steps=[4],
@@ -519,16 +519,18 @@ def _conv4_claims(cfg, s) -> list[dict]:
         verdict(v["equal"] == v["configurations"], v["largest_relative_difference"] > 0.01))]
     flat = [name for name in ("fob_symmetric_lean", "maml_hvp_lean") if name in p]
     if "maml" in p and flat and len(ks) > 1:
-        grows = p["maml"][ks[-1]] / p["maml"][ks[1]]
-        stays = {name: p[name][ks[-1]] / p[name][ks[1]] for name in flat}
+        k0 = ks[1] if len(ks) > 2 else ks[0]  # reference K: the second (lean peaks may rise from K = 1), not the last
+        grows = p["maml"][ks[-1]] / p["maml"][k0]
+        stays = {name: p[name][ks[-1]] / p[name][k0] for name in flat}
+        where = "At miniImageNet's size" if c4["size"] == 84 else "On a small Conv4"
         out.append(claim(
             "conv4_maml_grows_lean_flat_in_K",
-            f"At miniImageNet's size (Conv4 width {c4['width']}, {c4['size']}x{c4['size']}x{c4['channels']}, "
+            f"{where} (Conv4 width {c4['width']}, {c4['size']}x{c4['size']}x{c4['channels']}, "
             f"meta-batch {c4['meta_batch']}) MAML's memory grows with K; lean FO-B's and lean HVP-MAML's do not",
-            f"peak at K = {ks[-1]} over the peak at K = {ks[1]}: MAML >= {ks[-1] / ks[1] / 2:g}, lean variants <= 1.01",
-            f"MAML {grows:.3g} ({_gb(p['maml'][ks[1]])} to {_gb(p['maml'][ks[-1]])}); " + ", ".join(
+            f"peak at K = {ks[-1]} over the peak at K = {k0}: MAML >= {ks[-1] / k0 / 2:g}, lean variants <= 1.01",
+            f"MAML {grows:.3g} ({_gb(p['maml'][k0])} to {_gb(p['maml'][ks[-1]])}); " + ", ".join(
                 f"{name} {r:.3g} ({_gb(p[name][ks[-1]])})" for name, r in stays.items()),
-            verdict(grows >= ks[-1] / ks[1] / 2 and all(r <= 1.01 for r in stays.values()),
+            verdict(grows >= ks[-1] / k0 / 2 and all(r <= 1.01 for r in stays.values()),
                     grows < 1.2 or any(r > 1.5 for r in stays.values()))))
     return out
 
@@ -710,14 +712,15 @@ def claims(cfg, s) -> list[dict]:
         if "maml" in widths and "fob_symmetric_lean" in widths:
             maml, lean = list(widths["maml"].values()), list(widths["fob_symmetric_lean"].values())
             ks = list(widths["maml"])
+            ref = 1 if len(ks) > 2 else 0  # lean FO-B's reference K: the second (its width may fall from K = 1)
             shrinks = (maml[-1] or 0) < (maml[0] or 0)
-            flat = (lean[-1] or 0) >= (lean[1 if len(lean) > 1 else 0] or 0)
+            flat = (lean[-1] or 0) >= (lean[ref] or 0)
             out.append(claim(
                 f"maml_frontier_shrinks_lean_flat_{card.replace(' ', '')}",
                 f"On a card of {card}, MAML's largest width falls as K grows; lean FO-B's does not beyond "
-                f"K = {ks[min(1, len(ks) - 1)]}",
+                f"K = {ks[ref]}",
                 f"MAML's largest width at K = {ks[-1]} below its width at K = {ks[0]}; lean FO-B's at K = {ks[-1]} "
-                f"equal to its width at K = {ks[min(1, len(ks) - 1)]}",
+                f"equal to its width at K = {ks[ref]}",
                 f"MAML {'/'.join(str(w or 0) for w in maml)}, lean {'/'.join(str(w or 0) for w in lean)} at K = "
                 f"{'/'.join(str(k) for k in ks)}",
                 verdict(shrinks and flat, not shrinks or not flat)))
@@ -777,15 +780,6 @@ def claims(cfg, s) -> list[dict]:
 # figure
 
 
-def _plain_ticks(axis, ticks=None):
-    """Plain numbers on a log axis (at ``ticks`` when given), no minor labels."""
-    if ticks is not None:
-        axis.set_ticks(ticks, [str(t) for t in ticks])
-    else:
-        axis.set_major_formatter(ScalarFormatter())
-    axis.set_minor_formatter(NullFormatter())
-
-
 def plot(results: dict, out_dir) -> list[Path]:
     cfg, s, recs = results["config"], results["summary"], results["records"]
     path = Path(out_dir) / f"{NAME}.png"
@@ -808,7 +802,7 @@ def plot(results: dict, out_dir) -> list[Path]:
         ax.set(title=f"largest width that fits (o {cards[0]}, s {cards[-1]}; top = all widths)\ndepth "
                      f"{ak['depth']}, meta-batch {ak['meta_batch']}, length {ak['length']}", xlabel="inner steps K",
                ylabel="width", xscale="log")
-        _plain_ticks(ax.xaxis, ak["inner_steps"])
+        plotting.plain_ticks(ax.xaxis, ak["inner_steps"])
         ax.legend(fontsize=6)
         ax = axes[1]
         ac = cfg["across"]
@@ -820,7 +814,8 @@ def plot(results: dict, out_dir) -> list[Path]:
             ax.bar(np.arange(len(groups)) + (i - len(cfg["variants"]) / 2) * bar, [ws.get(g, 0) for g in groups],
                    width=bar, color=colors.get(v), hatch="//" if v in dashes else None, label=v)
         ax.set_xticks(range(len(groups)), [f"d{d}\nB{b}\nL{n}" for d, b, n in groups], fontsize=7)
-        ax.set(title=f"largest width that fits {cards[0]}, K = {ac['inner_steps']}", ylabel="width")
+        ax.set(title=f"largest width that fits {cards[0]}, K = {ac['inner_steps']}\n(colours as in the first panel; "
+                     "hatched: lean or checkpointed)", ylabel="width")
         ax = axes[2]
         val = [r for r in recs if r["part"] == "validation"]
         if val:
@@ -833,8 +828,8 @@ def plot(results: dict, out_dir) -> list[Path]:
             ax.legend(fontsize=6)
         ax.set(title="shape-only (meta) peak vs CPU meter\n(grid of the CPU memory run)", xlabel="CPU meter, MiB",
                ylabel="meta device, MiB", xscale="log", yscale="log")
-        _plain_ticks(ax.xaxis)
-        _plain_ticks(ax.yaxis)
+        plotting.plain_ticks(ax.xaxis)
+        plotting.plain_ticks(ax.yaxis)
         ck = s["checkpoints"]
         lim = cfg["checkpoints"]
         ax = axes[3]
@@ -844,7 +839,7 @@ def plot(results: dict, out_dir) -> list[Path]:
                 pts = summary["points"]  # HVP-MAML's products count as calls: each is about one gradient's work
                 calls = [p["grad_calls"] + p.get("hvp_calls", 0) for p in pts]
                 ax.plot(calls, [p["peak_bytes"] / MIB for p in pts], marker=marker,
-                        color=colors[f"{name}_ckpt"], label=f"{name}, checkpoint_every=c, K {K}")
+                        color=colors[f"{name}_ckpt"], label=f"{name}, K {K}")
                 for p, n in zip(pts, calls):
                     ax.annotate(str(p["checkpoint_every"]), (n, p["peak_bytes"] / MIB), fontsize=6,
                                 xytext=(3, 3), textcoords="offset points")
@@ -852,11 +847,12 @@ def plot(results: dict, out_dir) -> list[Path]:
                        label="FO-B lean" if K == lim["inner_steps"][0] else None)
             ax.axhline(lim["peak_limit"] * c["fo_maml_peak"] / MIB, color=colors["fo_maml"], linewidth=0.8,
                        linestyle=":", label=f"{lim['peak_limit']}x FO-MAML, K {K}")
-        ax.set(title=f"checkpoints: peak vs gradient calls\nwidth {lim['width']}, depth {lim['depth']}, "
-                     f"meta-batch {lim['meta_batch']}", xlabel="gradient + Hessian-vector calls", ylabel="peak, MiB",
+        ax.set(title=f"checkpoint_every = c (labels): peak vs gradient calls\nwidth {lim['width']}, depth "
+                     f"{lim['depth']}, meta-batch {lim['meta_batch']}", xlabel="gradient + Hessian-vector calls",
+               ylabel="peak, MiB",
                xscale="log")
-        _plain_ticks(ax.xaxis)
-        ax.legend(fontsize=6)
+        plotting.plain_ticks(ax.xaxis)
+        ax.legend(fontsize=6, loc="upper right")  # short labels: clear of the curves, which fall to the right
         ax = axes[4]
         c = ck[str(lim["timed_inner_steps"])]
         for name, summary in (("fob_symmetric", c), ("maml_hvp", c["hvp"])):
@@ -873,42 +869,52 @@ def plot(results: dict, out_dir) -> list[Path]:
         ax.legend(fontsize=6)
         ax = axes[5]
         corner, names = s["largest_configuration"], list(s["largest_configuration_bytes"])
-        ax.barh(range(len(names)), [s["largest_configuration_bytes"][v] / GB for v in names],
-                color=[colors.get(v) for v in names], hatch=None)
+        sizes = [s["largest_configuration_bytes"][v] for v in names]
+        span = sizes + list(cfg["cards"].values())
+        unit, unit_name = _unit(span)
+        left = min(span) / unit / 2  # every bar and card inside the axis
+        ax.barh(range(len(names)), [b / unit - left for b in sizes], left=left, color=[colors.get(v) for v in names])
         for card, capacity in cfg["cards"].items():
-            ax.axvline(capacity / GB, color="grey", linestyle=":", linewidth=1)
-            ax.annotate(card, (capacity / GB, len(names) - 0.5), fontsize=7, rotation=90, va="top", ha="right")
+            ax.axvline(capacity / unit, color="grey", linestyle=":", linewidth=1)
+            ax.annotate(card, (capacity / unit, len(names) - 0.5), fontsize=7, rotation=90, va="top", ha="right")
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.set(title=f"predicted CUDA bytes, width {corner['width']}, depth {corner['depth']}\nmeta-batch "
                      f"{corner['meta_batch']}, length {corner['length']}, K {corner['inner_steps']}",
-               xlabel="GB (margin x meta peak)", xscale="log", xlim=(10, None))
-        _plain_ticks(ax.xaxis)
+               xlabel=f"{unit_name} (margin x meta peak)", xscale="log", xlim=(left, 2 * max(span) / unit))
+        plotting.plain_ticks(ax.xaxis)
         if conv4:
             _plot_conv4(axes[6:8], cfg, conv4, colors, dashes)
         env = results["environment"]
         fig.suptitle(f"memory at scale from shapes (meta device); time on {env.get('device')}, torch {env['torch']}")
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]
 
 
+def _unit(sizes) -> tuple[int, str]:
+    """Decimal GB, or MiB when some of ``sizes`` (bytes) is below a GB (toy cards of a quick run)."""
+    return (GB, "GB") if min(sizes) >= GB else (MIB, "MiB")
+
+
 def _plot_conv4(axes, cfg, s, colors, dashes):
-    """Conv4's meter peak along K with the cards, and each variant's peak over MAML's."""
+    """Conv4's meter peak along K with the cards, and each variant's peak over MAML's (one legend, beside it)."""
     c4 = cfg["conv4"]
+    unit, unit_name = _unit([b for by_K in s["peaks"].values() for b in by_K.values()] + list(cfg["cards"].values()))
     for name, by_K in s["peaks"].items():
         ks = [int(k) for k in by_K]
-        axes[0].plot(ks, [b / GB for b in by_K.values()], marker="o", color=colors.get(name),
+        axes[0].plot(ks, [b / unit for b in by_K.values()], marker="o", color=colors.get(name),
                      linestyle=dashes.get(name, "-"), label=name)
         axes[1].plot(ks, list(s["over_maml"][name].values()), marker="o", color=colors.get(name),
                      linestyle=dashes.get(name, "-"), label=name)
     for card, capacity in cfg["cards"].items():
-        axes[0].axhline(capacity / GB, color="grey", linestyle=":", linewidth=1)
-        axes[0].annotate(card, (ks[0], capacity / GB), fontsize=7, va="bottom")
+        axes[0].axhline(capacity / unit, color="grey", linestyle=":", linewidth=1)
+        axes[0].annotate(card, (ks[0], capacity / unit), fontsize=7, va="bottom")
     where = f"Conv4 width {c4['width']}, {c4['size']}x{c4['size']}x{c4['channels']}, meta-batch {c4['meta_batch']}"
-    axes[0].set(title=f"{where}\nmeter peak (meta device) along K", xlabel="inner steps K", ylabel="GB",
+    axes[0].set(title=f"{where}\nmeter peak (meta device) along K", xlabel="inner steps K", ylabel=unit_name,
                 xscale="log", yscale="log")
     axes[1].set(title=f"{where}\npeak / MAML's", xlabel="inner steps K", ylabel="ratio", xscale="log", yscale="log")
     for ax in axes:
-        _plain_ticks(ax.xaxis, ks)
-        ax.legend(fontsize=6)
+        plotting.plain_ticks(ax.xaxis, ks)
+    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -19,7 +19,7 @@ The fidelity of the finite differences (error tails against MAML) is its own exp
 finished result, a small JSON, is written atomically to
 ``<results_dir>/<run key>/<run name>.json`` (``results_dir`` = ``figures/mnist1d-runs`` by
 default, relative to the working directory: run from the repository root, and the results
-are committed; quick runs keep them in the cache); checkpoints (every ``checkpoint_every`` steps) and weight
+are committed; quick runs keep them in the cache, keyed by the code version too); checkpoints (every ``checkpoint_every`` steps) and weight
 snapshots stay in the cache, ``<checkpoint_dir or ~/.cache/fobtheory/mnist1d-runs>/<run key>/``.
 The run key ``v<version>-<hash>`` hashes every config entry that shapes a run's numbers (all
 but :data:`PLAN_KEYS`), so a result is reused only by the same configuration and code, on any
@@ -47,7 +47,7 @@ from scipy import stats
 from torch import nn
 
 from fobtheory import campaign, plotting
-from fobtheory.data import EpisodeSampler, cache_dir, load_mnist1d
+from fobtheory.data import EpisodeSampler, cache_dir, code_version, load_mnist1d
 from fobtheory.memory import wall_time
 from fobtheory.nn import CNN1D, METHODS, adapted_accuracy, meta_gradient_batch
 from fobtheory.results import DamagedResult, claim, environment, make_results, read_json, save_figure, verdict
@@ -200,9 +200,13 @@ def run_key(cfg) -> str:
 
 
 def _run_dir(cfg) -> Path:
-    """Cache folder of this training configuration's checkpoints and snapshots."""
+    """Cache folder of this training configuration's checkpoints and snapshots: ``<run key>``
+    under ``checkpoint_dir`` or the cache. Without ``results_dir`` the finished results are
+    kept there too, and the folder is ``<run key>-code-<code version>``
+    (:func:`fobtheory.data.code_version`): a cached result is reused only by the code that
+    computed it (committed results are versioned by :data:`TRAINING_VERSION` instead)."""
     root = Path(cfg["checkpoint_dir"]) if cfg["checkpoint_dir"] else cache_dir() / "mnist1d-runs"
-    return root / run_key(cfg)
+    return root / (run_key(cfg) if cfg["results_dir"] else f"{run_key(cfg)}-code-{code_version()}")
 
 
 def results_dir(cfg) -> Path:
@@ -400,9 +404,17 @@ def job_seconds(seconds: dict):
     return lambda j: unit_seconds(j.args[0], j.args[1], seconds)
 
 
-def train_all(jobs_of, cfg, desc: str, **options) -> None:
+def train_all(jobs_of, cfg, desc: str, echo=print, **options) -> None:
     """Train ``jobs_of()``'s pending units (:func:`fobtheory.campaign.complete`); a failed
-    unit is a RuntimeError naming the failed units, after the others finished."""
+    unit is a RuntimeError naming the failed units, after the others finished. Units whose
+    results the cache already holds (no ``results_dir``) are reused, and one line says so."""
+    if not cfg["results_dir"]:
+        every = jobs_of()
+        reused = [j for j in every if campaign.status(j) == "committed"]
+        if reused:
+            folders = sorted({str(j.path.parent) for j in reused})
+            echo(f"{desc}: {len(reused)} of {len(every)} reused from the cache ({', '.join(folders)}; same "
+                 "configuration and code), not retrained: delete the folder to retrain them")
     failed = campaign.complete(jobs_of, **run_options(cfg, desc), **options)
     if failed:
         raise RuntimeError(campaign.failure(failed))
@@ -913,7 +925,8 @@ def _plot_accuracy(results, path):
     acts, shots = cfg["activations"], cfg["shots"]
     curves = [r for r in recs if r["kind"] == "curve"]
     with plotting.style():
-        fig, axes = plotting.plt.subplots(len(acts), len(shots) + 1, figsize=(4.6 * (len(shots) + 1), 3.6 * len(acts)),
+        height = 3.6 * len(acts) + 0.7  # and a strip for the legend
+        fig, axes = plotting.plt.subplots(len(acts), len(shots) + 1, figsize=(4.6 * (len(shots) + 1), height),
                                           squeeze=False)
         for i, act in enumerate(acts):
             for j, s in enumerate(shots):
@@ -931,7 +944,6 @@ def _plot_accuracy(results, path):
                                label="prototype MAML, test (tuned reference)")
                 ax.set(title=f"{act.upper()}, 5-way {s}-shot", xlabel="meta-step",
                        ylabel=f"validation accuracy, % ({cfg['curve_episodes']} episodes)")
-                ax.legend(loc="best")
             ax = axes[i][-1]
             keys = [k for k in results["summary"]["accuracy"] if k.startswith(f"{act}/")]
             for y, key in enumerate(keys):
@@ -942,7 +954,13 @@ def _plot_accuracy(results, path):
             ax.set_yticks(range(len(keys)), [k.split("/", 1)[1] for k in keys], fontsize=7)
             ax.set(title=f"{act.upper()}: final test accuracy, 95% interval", xlabel=f"test accuracy, % "
                    f"({cfg['eval_episodes']} episodes x {len(cfg['seeds'])} seeds)")
-        fig.tight_layout()
+        legend = {}  # one legend for every curve panel, below them: none covers a curve
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(label, handle)
+        fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=4, fontsize=9)
+        fig.tight_layout(rect=(0, 0.7 / height, 1, 1))
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return path

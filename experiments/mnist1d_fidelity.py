@@ -330,6 +330,7 @@ def plot(results: dict, out_dir) -> list[Path]:
                    title="over tasks: thick = maximum, dashed = 90th percentile, thin = median, band = median to max",
                    title_fontsize=8)
         fig.tight_layout(rect=(0, 0.07, 1, 1))
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]

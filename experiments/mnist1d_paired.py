@@ -62,7 +62,7 @@ import torch
 from scipy import stats
 
 from fobtheory import campaign, plotting
-from fobtheory.data import cache_dir
+from fobtheory.data import cache_dir, code_version
 from fobtheory.experiments import mnist1d
 from fobtheory.nn import flatten, meta_gradient_batch
 from fobtheory.results import claim, environment, make_results, save_figure, verdict
@@ -245,9 +245,13 @@ def run_key(cfg, cell: Cell) -> str:
 
 
 def result_path(cfg, cell: Cell, seed: int) -> Path:
-    """``<results_dir or cache>/<run key>/<activation>-<shots>shot-a<alpha>-K<K>-seed<seed>.json``."""
-    root = Path(cfg["results_dir"]) if cfg["results_dir"] else cache_dir() / "mnist1d_paired-runs"
-    return root / run_key(cfg, cell) / f"{cell.label}-seed{seed}.json"
+    """``<results_dir>/<run key>/<activation>-<shots>shot-a<alpha>-K<K>-seed<seed>.json``; without
+    ``results_dir``, in the cache under ``<run key>-code-<code version>`` (:func:`fobtheory.data.code_version`):
+    reused only by the code that computed it."""
+    if cfg["results_dir"]:
+        return Path(cfg["results_dir"]) / run_key(cfg, cell) / f"{cell.label}-seed{seed}.json"
+    folder = f"{run_key(cfg, cell)}-code-{code_version()}"
+    return cache_dir() / "mnist1d_paired-runs" / folder / f"{cell.label}-seed{seed}.json"
 
 
 def jobs(cfg, plan: dict | None = None) -> list[campaign.Job]:
@@ -665,6 +669,7 @@ def plot(results: dict, out_dir) -> list[Path]:
             axes[1][j].set(xlabel="meta-step", ylabel="validation accuracy - MAML's, points")
             axes[0][j].legend(loc="best")
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]

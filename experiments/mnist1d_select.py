@@ -815,7 +815,7 @@ def _plot_cost(results, path):
                     for ax, x in zip(ax_row, (c["seconds_per_step"], c["peak_bytes"] / 1e6)):
                         ax.errorbar(x, a["mean"], yerr=[[a["mean"] - a["ci_low"]], [a["ci_high"] - a["mean"]]],
                                     capsize=3, markerfacecolor=fill, **_style(method, frozen),
-                                    label=f"{key.split('/')[2]} ({table})")
+                                    label=key.split("/")[2] if table == "best" and ax is ax_row[0] else None)
             for ax, xlabel in zip(ax_row, ("seconds per meta-step (interleaved)", "peak memory, MB (meter)")):
                 ax.set(title=f"{act.upper()}, 5-way {s}-shot: filled = each at its best, hollow = shared",
                        xlabel=xlabel, ylabel=f"test accuracy, % ({len(cfg['seeds'])} seeds, 95%)")
@@ -836,9 +836,10 @@ def _plot_cost(results, path):
             ax.set(title=f"{act.upper()} {s}-shot at its best: accuracy against training time", xlabel="seconds of "
                    "meta-steps (step x interleaved seconds per step)",
                    ylabel=f"validation accuracy, % ({cfg['curve_episodes']} episodes)")
-            for ax in ax_row:
+            for ax in (ax_row[0], ax_row[2]):  # the middle panel's points are keyed like the first's
                 ax.legend(loc="best", fontsize=6)
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return path
@@ -871,6 +872,7 @@ def _plot_grid(results, path):
         fig.suptitle(f"Validation accuracy % ({cfg['grid_shots']}-shot, {cfg['grid_meta_steps']} meta-steps, "
                      f"{cfg['eval_episodes']} episodes); boxed: chosen", fontsize=10)
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return path

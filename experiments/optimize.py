@@ -26,7 +26,7 @@ from fobtheory.progress import track
 
 from fobtheory.estimators import fo_maml, fob_maml, reptile
 from fobtheory.optim import SNGDM, ClippedSGD, NormalizedSGD
-from fobtheory.plotting import METHOD_COLORS, close, panels, style
+from fobtheory.plotting import METHOD_COLORS, close, mark_quick, panels, style
 from fobtheory.problems import CosineTask, MetaProblem, logistic_tasks
 from fobtheory.results import claim, make_results, save_figure, verdict
 
@@ -353,7 +353,7 @@ def plot(results: dict, out_dir) -> list[Path]:
                                linestyle="--", linewidth=1, label=f"{est} bias (full batch)")
             ax.set(yscale="log", xlabel="meta-step", ylabel="exact |grad Phi| (all tasks)",
                    title=f"logistic, {shown}, meta-batch {R['meta_batch']} of {cfg['logistic']['n_tasks']}")
-            ax.legend(loc="upper right")
+            ax.legend(loc="lower left" if regime == "full" else "upper right")  # where no curve runs
         ax = axes[2]
         for i, est in enumerate(ESTIMATORS):
             for j, opt in enumerate(markers):
@@ -382,6 +382,7 @@ def plot(results: dict, out_dir) -> list[Path]:
                title=f"cosine (L0, L1) problem, {cfg['cosine']['estimator']}: x = diverged")
         ax.legend(loc="upper center", ncol=2)
         fig.tight_layout()
+        mark_quick(fig, results)
         path = save_figure(fig, Path(out_dir) / f"{NAME}.png")
         close(fig)
     return [path]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.lines import Line2D
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -302,11 +303,16 @@ def summarize(records, cfg) -> dict:
         f"{s['exact_max_error']:.1e}",
         f"width {top[0]}, K {top[1]}: " + ", ".join(f"{v} {p:.0f} MiB {t:.2f} s" for v, (p, t) in row.items()),
         f"shape-only, width {cfg['scale']['width']}, depth {cfg['scale']['depth']}, K {cfg['scale']['inner_steps']}, "
-        f"meta-batch {cfg['scale']['meta_batch']}: " + ", ".join(f"{v} {g:.1f} GiB" for v, g in s["scale"].items()),
+        f"meta-batch {cfg['scale']['meta_batch']}: " + ", ".join(f"{v} {_gib(g)}" for v, g in s["scale"].items()),
         f"HF-MAML = FO-B symmetric (J=1) to {s['hf_identity']:.1e}; median error at delta {mid:g}: "
         + ", ".join(f"{k} {v:.1e}" for k, v in s["hf_median_error"].items()),
     ]
     return s
+
+
+def _gib(g: float, unit: str = " GiB") -> str:
+    """``g`` GiB to one decimal, or to two significant digits below 1 GiB (toy sizes never read 0.0)."""
+    return f"{g:.1f}{unit}" if g >= 1 else f"{g:.2g}{unit}"
 
 
 def claims(s, cfg) -> list[dict]:
@@ -354,8 +360,8 @@ def claims(s, cfg) -> list[dict]:
         "At scale, FO-B lean needs less memory than HVP-MAML with recomputed iterates",
         f"shape-only peak ratio < 1 (width {cfg['scale']['width']}, depth {cfg['scale']['depth']}, "
         f"K {cfg['scale']['inner_steps']}, meta-batch {cfg['scale']['meta_batch']})",
-        f"FO-B lean {sc['fob_symmetric_lean']:.1f} GiB, HVP lean {sc['maml_hvp_lean']:.1f} GiB, HVP stored "
-        f"{sc['maml_hvp']:.1f}, MAML {sc['maml']:.1f}, FO-MAML {sc['fo_maml']:.1f}",
+        f"FO-B lean {_gib(sc['fob_symmetric_lean'])}, HVP lean {_gib(sc['maml_hvp_lean'])}, HVP stored "
+        f"{_gib(sc['maml_hvp'], '')}, MAML {_gib(sc['maml'], '')}, FO-MAML {_gib(sc['fo_maml'], '')}",
         verdict(sc["fob_symmetric_lean"] < sc["maml_hvp_lean"], sc["fob_symmetric_lean"] > sc["maml_hvp_lean"])))
     out.append(claim(
         "hf_maml_equals_fob_symmetric_J1",
@@ -405,14 +411,21 @@ def plot(results: dict, out_dir) -> list[Path]:
     colors = {v: plotting.METHOD_COLORS.get(v.removesuffix("_lean")) for v in TABLE_VARIANTS}
     with plotting.style():
         fig, axes = plotting.plt.subplots(1, 3, figsize=(16, 4.4))
+        shapes = dict(zip(s["table"], "osD^vP*X"))  # one marker per configuration, one colour per method
         for key, row in s["table"].items():
             for v, m in row.items():
                 lean = v.endswith("_lean")
-                axes[0].scatter(m["peak_mib"], m["seconds"], color=colors[v], marker="s" if lean else "o",
+                axes[0].scatter(m["peak_mib"], m["seconds"], color=colors[v], marker=shapes[key], s=36,
                                 facecolors="none" if lean else colors[v])
-                axes[0].annotate(f"{v}\n{key}", (m["peak_mib"], m["seconds"]), fontsize=6)
+        methods = list(dict.fromkeys(v.removesuffix("_lean") for row in s["table"].values() for v in row))
+        key_of = [Line2D([], [], color=colors[v], marker="o", linestyle="", label=v) for v in methods]
+        key_of += [Line2D([], [], color="grey", marker=shapes[k], linestyle="", label=k.replace("_", ", "))
+                   for k in s["table"]]
+        key_of.append(Line2D([], [], color="grey", marker="o", markerfacecolor="none", linestyle="",
+                             label="open: recomputed iterates (lean)"))
+        axes[0].legend(handles=key_of, fontsize=7, loc="lower right")  # the cheap and small corner stays empty
         axes[0].set(xscale="log", yscale="log", xlabel="peak live tensors, MiB", ylabel="seconds per meta-gradient",
-                    title="time against memory (open: recomputed iterates)")
+                    title="time against memory (colour: method; marker: width w, K)")
         hf = [r for r in recs if r["part"] == "prior_art"]
         for scheme in ("hf_maml", "fob_symmetric", "fob_symmetric_J2", "fob_order4", "fob_forward"):
             deltas = sorted({r["delta"] for r in hf})
@@ -426,6 +439,7 @@ def plot(results: dict, out_dir) -> list[Path]:
         axes[2].set(yscale="log", xlabel="meta-step", ylabel="|theta_hvp - theta_maml| / |theta_maml|",
                     title="MAML and HVP-MAML trained in lockstep (float64)")
         fig.tight_layout()
+        plotting.mark_quick(fig, results)
         save_figure(fig, path)
     plotting.close(fig)
     return [path]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from fobtheory.progress import track
 
-from fobtheory.plotting import close, panels, style
+from fobtheory.plotting import close, mark_quick, panels, style
 from fobtheory.problems import CosineTask, MetaProblem, logistic_tasks, quadratic_tasks
 from fobtheory.results import claim, make_results, save_figure, verdict
 from fobtheory.smoothness import covered, fit_envelope, ray_points, task_norms, theory_constants, torch_norms
@@ -253,6 +253,7 @@ def plot(results: dict, out_dir) -> list[Path]:
         ax_r.legend(loc="upper left", fontsize=7)
         ax_t.legend(loc="upper right")
         fig.tight_layout()
+        mark_quick(fig, results)
         path = save_figure(fig, Path(out_dir) / f"{NAME}.png")
         close(fig)
     return [path]

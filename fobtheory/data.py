@@ -18,6 +18,8 @@ import json
 import os
 import random
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,29 @@ CACHE_VERSION = 1
 def cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(root) / "fobtheory"
+
+
+def source_hash(folders, versions: dict) -> str:
+    """16 hex of the sha256 of every ``*.py`` file under ``folders`` (relative path and
+    bytes, in sorted order) and of ``versions``."""
+    digest = hashlib.sha256(json.dumps(versions, sort_keys=True).encode())
+    for folder in map(Path, folders):
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def code_version() -> str:
+    """What, besides its configuration, determines a result computed here: the source of the
+    ``fobtheory`` package and of its experiments, and the numpy, torch and mnist1d versions
+    (:func:`source_hash`). Results kept in the cache are keyed by it too, so that a result
+    computed by other code is never reused."""
+    import mnist1d
+
+    folders = [Path(find_spec(name).origin).parent for name in ("fobtheory", "fobtheory.experiments")]
+    return source_hash(folders, {"numpy": np.__version__, "torch": torch.__version__,
+                                 "mnist1d": getattr(mnist1d, "__version__", "?")})
 
 
 def dataset_args(**overrides) -> dict:

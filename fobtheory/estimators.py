@@ -205,6 +205,15 @@ class _Oracles:
             return float("nan")
         return float(values.max()) if hasattr(values, "max") else float(values)
 
+    def tasks(self, mask) -> str:
+        """`` for task(s) i, j of the batch`` where ``mask`` holds ('' for one task)."""
+        if not self.batched:
+            return ""
+        held = (mask.cpu().numpy() if arrays.is_tensor(mask) else np.asarray(mask)).reshape(len(mask), -1).any(1)
+        index = np.flatnonzero(held).tolist()
+        shown = ", ".join(map(str, index[:10])) + (f", ... ({len(index)} in all)" if len(index) > 10 else "")
+        return f" for task{'s' if len(index) > 1 else ''} {shown} of the batch"
+
 
 def _inner_loop(x, oracles: _Oracles, alpha, steps: int, every: int | None = None, keep_grads: bool = False,
                 first: int = 0):
@@ -258,15 +267,17 @@ class _Solve:
     iters: int | None  # None: to tolerance
     tol: float
     max_iters: int
+    delta: float  # the estimate's delta, named in its errors
 
 
-def _outer_direction(t, xk, v, oracles: _Oracles, alpha, solve: _Solve, outer_anchor=None):
+def _outer_direction(t, xk, v, oracles: _Oracles, alpha, solve: _Solve, k: int, outer_anchor=None):
     """The direction ``w`` with ``u(t) = x_k - t w`` the J-th fixed-point iterate.
 
     ``w_0 = v = grad F(phi(x_k))``; ``w_{j+1} = grad F(phi(x_k - t w_j))``, so the residual
     ``|u_{j+1} - u_j| = |t| |w_{j+1} - w_j|``. Raises :class:`FixedPointError` when it stops
-    shrinking above roundoff, or when ``"solve"`` does not reach its tolerance. Anchored
-    oracles get ``x_k`` (inner) and ``outer_anchor = phi(x_k)`` (outer).
+    shrinking above roundoff, or when ``"solve"`` does not reach its tolerance, naming the
+    delta, the backward step ``k`` and the tasks of a batch where it fails. Anchored oracles
+    get ``x_k`` (inner) and ``outer_anchor = phi(x_k)`` (outer).
     """
     vnorm = oracles.norm(v)
     floor = 64 * arrays.dtype_eps(oracles.x) * vnorm
@@ -283,9 +294,10 @@ def _outer_direction(t, xk, v, oracles: _Oracles, alpha, solve: _Solve, outer_an
         if oracles.fails(growing):
             ratio = oracles.largest(oracles.where(growing, change / previous, 0 * change))
             raise FixedPointError(
-                f"the perturbed fixed point u = x - t grad F(phi(u)) diverges (|t| up to "
-                f"{oracles.largest(abs(t)):.3g}): |w_(j+1) - w_j| grew at iteration {iters - 1} (contraction "
-                f"ratio {ratio:.3g} >= 1). It contracts when |delta| L_F (1 + alpha L) < 1: reduce delta"
+                f"the perturbed fixed point u = x - t grad F(phi(u)) at backward step {k}{oracles.tasks(growing)} "
+                f"diverges (delta={solve.delta:g}, |t| up to {oracles.largest(abs(t)):.3g}): |w_(j+1) - w_j| grew "
+                f"at iteration {iters - 1} (contraction ratio {ratio:.3g} >= 1). It contracts when "
+                f"|delta| L_F (1 + alpha L) < 1: reduce delta"
             )
         target = oracles.where(solve.tol * vnorm > floor, solve.tol * vnorm, floor)
         if solve.iters is None and not oracles.count(change > target):
@@ -294,7 +306,8 @@ def _outer_direction(t, xk, v, oracles: _Oracles, alpha, solve: _Solve, outer_an
     else:
         if solve.iters is None and oracles.fails(change > target):  # true whenever values exist
             raise FixedPointError(
-                f"the perturbed fixed point did not reach fixed_point_tol={solve.tol:g} in "
+                f"the perturbed fixed point at backward step {k}{oracles.tasks(change > target)} "
+                f"(delta={solve.delta:g}) did not reach fixed_point_tol={solve.tol:g} in "
                 f"max_fixed_point_iters={solve.max_iters} iterations (last |w_(j+1) - w_j| / |v| = "
                 f"{oracles.largest(residual):.3g}); reduce delta or raise max_fixed_point_iters"
             )
@@ -318,7 +331,7 @@ def _stencil_step(xk, gk, v, h, stencil, oracles: _Oracles, alpha, solve, k, kee
     if solve is not None and oracles.anchored["outer_grad"]:  # phi(x_k), the outer loss's anchor
         outer_anchor = xk - alpha * (gk if gk is not None else oracles.inner([xk], where)[0])
     direction = lambda s: (v if solve is None else  # noqa: E731
-                           _outer_direction(s * h, xk, v, oracles, alpha, solve, outer_anchor))
+                           _outer_direction(s * h, xk, v, oracles, alpha, solve, k, outer_anchor))
     if oracles.stacks(len(moved)):
         directions = {s: direction(s) for s in moved}
         stacked = dict(zip(moved, oracles.inner([xk - (s * h) * directions[s] for s in moved], where, anchor=xk)))
@@ -365,7 +378,7 @@ def _backward_step(xk, gk, v, delta, scheme, normalize, solve, oracles: _Oracles
     if scheme == "complex":
         t = 1j * h
         xc, vc = arrays.to_complex(xk), arrays.to_complex(v)
-        w = vc if solve is None else _outer_direction(t, xc, vc, oracles, alpha, solve)
+        w = vc if solve is None else _outer_direction(t, xc, vc, oracles, alpha, solve, k)
         (g,) = oracles.inner([xc - t * w], f"at backward step {k}")
         return arrays.real(w) + (alpha / h) * arrays.imag(g)
     stencil = stencil_for(scheme)
@@ -475,10 +488,10 @@ def fob_maml(
     inner_steps = integer("inner_steps", inner_steps)
     if fixed_point_iters == "solve":
         solve = _Solve(None, positive("fixed_point_tol", fixed_point_tol),
-                       integer("max_fixed_point_iters", max_fixed_point_iters, 2))
+                       integer("max_fixed_point_iters", max_fixed_point_iters, 2), delta)
     else:
         J = integer("fixed_point_iters", fixed_point_iters)
-        solve = None if J == 1 else _Solve(J, 0.0, J)
+        solve = None if J == 1 else _Solve(J, 0.0, J, delta)
     if kink_tol is not None:
         kink_tol = positive("kink_tol", kink_tol)
     if kink_check is not None:

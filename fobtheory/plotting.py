@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 STYLE = {
     "figure.dpi": 100,
@@ -54,5 +55,29 @@ def reference_slope(ax, x0: float, y0: float, slope: float, decades: float = 2.0
             linewidth=1, label=label, **kw)
 
 
+def plain_ticks(axis, ticks=None):
+    """Plain numbers on a log axis (at ``ticks``, the measured values, when given), no minor labels."""
+    if ticks is not None:
+        axis.set_ticks(ticks, [f"{t:g}" for t in ticks])
+    else:
+        axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
+
+
 def close(fig):
     plt.close(fig)
+
+
+QUICK_MARK = "QUICK RUN: small budgets, not the paper's verdicts"
+
+
+def mark_quick(fig, results: dict):
+    """Stamp ``fig`` as a quick run's when ``results["summary"]["quick"]``: a large diagonal
+    QUICK watermark and :data:`QUICK_MARK` along the top edge, so that no reader takes a
+    pipeline check for the committed figure. Call it on every figure, just before saving."""
+    if not results.get("summary", {}).get("quick"):
+        return
+    fig.text(0.5, 0.5, "QUICK", ha="center", va="center", rotation=25, fontsize=90, fontweight="bold",
+             color="tab:red", alpha=0.12, zorder=100)
+    fig.text(0.005, 0.995, QUICK_MARK, ha="left", va="top", fontsize=8, color="tab:red", zorder=100,
+             bbox=dict(facecolor="white", edgecolor="tab:red", alpha=0.9, pad=2))

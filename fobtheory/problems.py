@@ -18,6 +18,8 @@ A :class:`MetaProblem` is a sequence of tasks whose meta-quantities are task mea
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -52,6 +54,27 @@ def _as_point(x, dim: int) -> np.ndarray:
     return x
 
 
+def _checks_point(oracle):
+    """``oracle(self, x, ...)`` that first refuses a point (its first argument, numpy array,
+    tensor or list) whose last axis is not ``self.dim`` long, naming the argument, the
+    expected shape and the task."""
+    name = list(inspect.signature(oracle).parameters)[1]
+
+    @functools.wraps(oracle)
+    def checked(self, x, *args, **kwargs):
+        shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+        if shape[-1:] != (self.dim,):
+            raise ValueError(f"{name} must have shape ({self.dim},) in {oracle.__name__} of {self!r}, "
+                             f"got shape {shape}")
+        return oracle(self, x, *args, **kwargs)
+    return checked
+
+
+# the methods of a task whose first argument is a point of R^dim (checked by _checks_point)
+POINT_METHODS = ("inner_loss", "outer_loss", "inner_grad", "outer_grad", "inner_hess", "outer_hess", "inner_hvp",
+                 "inner_third", "kink_distances", "next_to_kink")
+
+
 def _symmetric(name: str, M, dim: int | None = None) -> np.ndarray:
     M = np.asarray(M, dtype=np.float64)
     if M.ndim != 2 or M.shape[0] != M.shape[1] or (dim is not None and M.shape[0] != dim):
@@ -78,9 +101,22 @@ class MetaTask(ABC):
     L: float
     rho: float
     L_F: float
+    origin: str | None = None  # the factory call that made it (its repr), None when built by hand
 
     def __init__(self):
         self._backend_constants: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        """A point of the wrong dimension passed to an oracle is a ValueError naming it (:data:`POINT_METHODS`)."""
+        super().__init_subclass__(**kwargs)
+        for name in POINT_METHODS:
+            if name in vars(cls):
+                setattr(cls, name, _checks_point(vars(cls)[name]))
+
+    def __repr__(self):
+        """The factory call that made the task (enough to rebuild it: family, dimension, seed,
+        every argument), else its class, dimension and alpha."""
+        return self.origin or f"<{type(self).__name__} dim={self.dim} alpha={self.alpha:.6g}>"
 
     def _c(self, name: str, x):
         """The numpy attribute ``name`` in the backend, dtype and device of ``x`` (cached)."""
@@ -111,6 +147,7 @@ class MetaTask(ABC):
     @abstractmethod
     def outer_hess(self, y) -> np.ndarray: ...
 
+    @_checks_point
     def inner_hvp(self, x, v):
         """``hess f(x) v``: the Hessian-vector oracle of :func:`fobtheory.estimators.maml_hvp`."""
         return self.inner_hess(x) @ v
@@ -536,6 +573,8 @@ class ReluRegressionTask(MetaTask):
 class MetaProblem(Sequence):
     """A finite task distribution: the meta-objective and its derivatives are task means."""
 
+    origin: str | None = None  # the factory call that made it (its repr), None when built by hand
+
     def __init__(self, tasks):
         self.tasks = list(tasks)
         if not self.tasks:
@@ -550,6 +589,11 @@ class MetaProblem(Sequence):
 
     def __len__(self):
         return len(self.tasks)
+
+    def __repr__(self):
+        """The factory call that made the problem, else its tasks' classes, dimension and alpha."""
+        kinds = "/".join(dict.fromkeys(type(t).__name__ for t in self.tasks))
+        return self.origin or f"<MetaProblem of {len(self)} {kinds} tasks, dim={self.dim} alpha={self.alpha:.6g}>"
 
     def __getitem__(self, i):
         return self.tasks[i]
@@ -599,6 +643,25 @@ class MetaProblem(Sequence):
         return {"L": L, "rho": rho, "L_F": L_F, "L0": (1 + a * L) ** 2 * L_F, "L1": a * rho / (1 - a * L)}
 
 
+def _recorded(factory):
+    """``factory`` whose MetaProblem and tasks remember the call that made them, every argument
+    spelled out (family, dimension, seed, ...), as their repr: ``quadratic_tasks(n_tasks=2,
+    dim=3, ..., seed=7)`` and its task ``quadratic_tasks(...)[1]``, so that a failing property
+    test prints the problem that fails, ready to rebuild."""
+    signature = inspect.signature(factory)
+
+    @functools.wraps(factory)
+    def made(*args, **kwargs):
+        problem = factory(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        problem.origin = f"{factory.__name__}({', '.join(f'{k}={v!r}' for k, v in bound.arguments.items())})"
+        for i, task in enumerate(problem.tasks):
+            task.origin = f"{problem.origin}[{i}]"
+        return problem
+    return made
+
+
 def _spectrum_matrix(rng, dim: int, top: float, condition: float) -> np.ndarray:
     """Random symmetric matrix with eigenvalues log-spaced in [top/condition, top]."""
     positive("condition", condition)
@@ -617,6 +680,7 @@ def _resolve_alpha(alpha, L_max: float, alpha_L: float) -> float:
     return alpha
 
 
+@_recorded
 def quadratic_tasks(
     n_tasks: int,
     dim: int,
@@ -647,6 +711,7 @@ def quadratic_tasks(
     return MetaProblem(_build(make, n_tasks))
 
 
+@_recorded
 def logistic_tasks(
     n_tasks: int,
     dim: int,
@@ -691,6 +756,7 @@ def logistic_tasks(
     return MetaProblem(_build(lambda i: LogisticTask(*data[i], alpha=alpha, reg=reg), n_tasks))
 
 
+@_recorded
 def relu_tasks(
     n_tasks: int,
     dim: int,

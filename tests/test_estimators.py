@@ -189,9 +189,10 @@ def test_solved_fixed_point_reaches_its_tolerance_and_reports_it():
 
 def test_a_diverging_fixed_point_raises_with_the_numbers():
     task = CosineTask(alpha=0.5)
-    with pytest.raises(FixedPointError, match=r"diverges.*contraction ratio .* >= 1.*reduce delta"):
+    with pytest.raises(FixedPointError, match=r"at backward step 0 diverges \(delta=5,.*contraction ratio .* >= 1"
+                                              r".*reduce delta"):
         fob_maml(np.array([3.0]), task.inner_grad, task.outer_grad, alpha=0.5, delta=5.0, fixed_point_iters=10)
-    with pytest.raises(ValueError, match=r"did not reach fixed_point_tol.*max_fixed_point_iters=3"):
+    with pytest.raises(ValueError, match=r"\(delta=0.5\) did not reach fixed_point_tol.*max_fixed_point_iters=3"):
         fob_maml(np.array([3.0]), task.inner_grad, task.outer_grad, alpha=0.5, delta=0.5,
                  fixed_point_iters="solve", max_fixed_point_iters=3)
 
@@ -344,3 +345,18 @@ def test_unstacked_stencil_gives_the_same_estimate_one_point_per_call():
 def test_a_diverging_batch_raises_the_fixed_point_error():
     with pytest.raises(FixedPointError, match=r"contraction ratio .* >= 1"):
         fob_maml(np.ones((2, 1)), np.sin, lambda P: 10 * P, alpha=0.5, delta=1.0, fixed_point_iters=2, batched=True)
+
+
+def test_the_fixed_point_error_names_the_delta_the_step_and_the_tasks_that_diverge():
+    """Task b has outer curvature c_b: tasks 1 and 3 diverge with c = 10 (delta c > 1), and with c = 1.2
+    contract too slowly to reach the tolerance in 25 iterations; tasks 0 and 2 (c = 0.1) converge."""
+    curvature = np.array([[0.1], [10.0], [0.1], [10.0]])
+    outer = lambda P: curvature * P  # noqa: E731
+    for scheme in ("forward", "symmetric", "complex"):
+        with pytest.raises(FixedPointError,
+                           match=r"at backward step 1 for tasks 1, 3 of the batch diverges \(delta=0.5,"):
+            fob_maml(np.ones((4, 1)), np.sin, outer, alpha=0.5, delta=0.5, scheme=scheme, inner_steps=2,
+                     fixed_point_iters=5, batched=True)
+    with pytest.raises(FixedPointError, match=r"at backward step 1 for tasks 1, 3 of the batch \(delta=0.5\) did not"):
+        fob_maml(np.ones((4, 1)), np.sin, lambda P: np.array([[0.1], [1.2], [0.1], [1.2]]) * P, alpha=0.5,
+                 delta=0.5, inner_steps=2, fixed_point_iters="solve", max_fixed_point_iters=25, batched=True)

@@ -1,5 +1,7 @@
 """The memory-at-scale experiment (frontier search, margins, checkpoints) and the CUDA check's
 selection logic, on CPU with shape-only tensors."""
+import re
+
 import pytest
 import torch
 from hypothesis import given
@@ -64,6 +66,9 @@ def test_the_sweep_finds_the_brute_force_frontier(tmp_path, grid):
     res = execute("memory-scale", quick=True, out=tmp_path, overrides=cfg, echo=lambda *_: None)
     assert (tmp_path / "memory_scale.png").stat().st_size > 0
     assert load_results(tmp_path / "memory_scale.json")["summary"]["highlights"]
+    for c in res["claims"]:  # two values of K: no claim compares a K with itself
+        assert not re.search(r"at K = (\d+) equal to its width at K = \1\b|peak at K = (\d+) over the peak at K = \2\b",
+                             c["expected"]), c
     s, full = res["summary"], memory_scale.config(quick=True)
     full.update(cfg)
     assert s["validation"]["equal"] == s["validation"]["configurations"] > 0

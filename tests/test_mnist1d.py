@@ -314,3 +314,39 @@ def test_committed_step_seconds_reads_runs_of_this_network_from_machines_like_th
     assert exp.committed_step_seconds(tmp_path, cfg) == {("relu", "maml", False, 5, 5): [0.2, 0.4],
                                                          ("relu", "maml", False, 1, 5): [0.1]}
     assert exp.committed_step_seconds(None, cfg) == {}
+
+
+def test_a_cached_result_is_reused_only_by_the_code_that_computed_it(tiny, monkeypatch, capsys):
+    """Without results_dir the runs live in the cache, keyed by configuration and code version."""
+    cfg = dict(tiny, methods=["maml"], results_dir=None, checkpoint_dir=None)
+    monkeypatch.setattr(exp, "timing", lambda cfg, data: [])
+    first = exp.run(cfg)
+    assert exp.results_dir(cfg).parent == exp.cache_dir() / "mnist1d-runs"
+    assert "reused" not in capsys.readouterr().out
+    monkeypatch.setattr(exp, "meta_gradient_batch", _never_trains)
+    again = exp.run(cfg)  # the same code: reused, and said in one line
+    said = [line for line in capsys.readouterr().out.splitlines() if "reused" in line]
+    assert len(said) == 1 and "1 of 1 reused from the cache" in said[0] and str(exp.results_dir(cfg)) in said[0]
+    finals = lambda res: [r for r in res["records"] if r["kind"] == "final"]  # noqa: E731
+    assert finals(again) == finals(first)
+    monkeypatch.setattr(exp, "code_version", lambda: "0123456789abcdef")  # the same configuration, other code
+    with pytest.raises(AssertionError, match="trained"):
+        exp.run(cfg)
+
+
+def test_the_code_version_changes_with_any_source_file_and_the_versions(tmp_path):
+    from fobtheory.data import code_version, source_hash
+
+    package = tmp_path / "package"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "sub" / "b.py").write_text("y = 2\n")
+    versions = {"torch": "2.0"}
+    first = source_hash([package], versions)
+    assert source_hash([package], dict(versions)) == first
+    (package / "sub" / "b.py").write_text("y = 3\n")
+    second = source_hash([package], versions)
+    assert second != first and source_hash([package], {"torch": "2.1"}) != second
+    (package / "sub" / "b.py").rename(package / "b.py")  # same bytes, another module
+    assert source_hash([package], versions) != second
+    assert len(code_version()) == 16 and code_version() == code_version()

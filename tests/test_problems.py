@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fobtheory.problems import (CosineTask, LogisticTask, MetaProblem, QuadraticTask, logistic_tasks,
-                                quadratic_tasks)
+                                quadratic_tasks, relu_tasks)
 from fobtheory.testing import logistic_problems, quadratic_problems
 
 
@@ -259,3 +259,48 @@ def test_frozen_differences_converge_next_to_a_kink_where_plain_ones_do_not():
     plain = [err(plain_oracle, d) for d in deltas]
     assert fit_rate(deltas, frozen).covers(2, 0.1)
     assert min(plain) > 1e-2 and plain[0] > plain[-1]  # no convergence: the jump / delta grows
+
+
+@given(any_problem)
+def test_a_problem_prints_the_call_that_rebuilds_it(problem):
+    """repr names the family, dimension, seed and every argument, and evaluating it gives the same tasks."""
+    text = repr(problem)
+    assert text.startswith(("quadratic_tasks(", "logistic_tasks(")) and f"dim={problem.dim}," in text
+    assert "seed=" in text
+    import fobtheory.problems as problems
+
+    again = eval(text, vars(problems))  # the repr is the factory call
+    x = np.linspace(-1, 1, problem.dim)
+    for i, task in enumerate(problem):
+        assert repr(task) == f"{text}[{i}]"
+        np.testing.assert_array_equal(eval(repr(task), vars(problems)).meta_grad(x), task.meta_grad(x))
+    np.testing.assert_array_equal(again.meta_grad(x), problem.meta_grad(x))
+
+
+def test_a_task_built_by_hand_prints_its_class_dimension_and_alpha():
+    assert repr(CosineTask(alpha=0.25)) == "<CosineTask dim=1 alpha=0.25>"
+    assert repr(MetaProblem([CosineTask(), CosineTask()])) == "<MetaProblem of 2 CosineTask tasks, dim=1 alpha=0.5>"
+
+
+@pytest.mark.parametrize("method", ["inner_loss", "outer_loss", "inner_grad", "outer_grad", "inner_hess",
+                                    "outer_hess", "inner_third", "inner_hvp", "kink_distances"])
+@pytest.mark.parametrize("make", [lambda: quadratic_tasks(1, 3, seed=4), lambda: logistic_tasks(1, 3, seed=4),
+                                  lambda: relu_tasks(1, 3, seed=4)])
+def test_a_point_of_the_wrong_dimension_is_one_clear_value_error(method, make):
+    task = make()[0]
+    if not hasattr(task, method):
+        pytest.skip(f"{type(task).__name__} has no {method}")
+    name = "y" if method.startswith("outer") else "x"
+    extra = (np.ones(3),) if method in ("inner_third", "inner_hvp") else ()
+    for wrong in (np.ones(2), np.ones(4), torch.ones(2, dtype=torch.float64), [1.0, 2.0]):
+        with pytest.raises(ValueError, match=rf"^{name} must have shape \(3,\) in {method} of "
+                                             rf"\w+_tasks\(n_tasks=1, dim=3, .*seed=4\)\[0\], got shape \((2|4),\)$"):
+            getattr(task, method)(wrong, *extra)
+    getattr(task, method)(np.ones(3), *extra)  # the right shape passes
+
+
+def test_a_meta_quantity_at_a_point_of_the_wrong_dimension_names_x():
+    problem = quadratic_tasks(2, 4)
+    for method in ("meta_loss", "meta_grad", "meta_hessian"):
+        with pytest.raises(ValueError, match=r"^x must have shape \(4,\), got \(3,\)$"):
+            getattr(problem, method)(np.ones(3))

@@ -1,12 +1,18 @@
 """A quick run's ledger: budget-bound claims are not decided, and no paper claim is confirmed
 or refuted on them alone, whatever their verdicts at the small budget."""
+import importlib
 import json
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
+import matplotlib.pyplot as plt
+import pytest
 from hypothesis import given, settings, strategies as st
 
-from fobtheory import ledger
-from fobtheory.results import VERDICTS, make_results, write_json_atomic
+from fobtheory import experiments, ledger, plotting
+from fobtheory.experiments import claim_lines
+from fobtheory.results import VERDICTS, load_results, make_results, write_json_atomic
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 # the committed claims, experiment by experiment: the ids and experiments a quick run writes too
@@ -76,3 +82,63 @@ def test_a_decided_claim_that_differs_is_named_and_a_missing_committed_folder_is
     assert "| 2. Bias rates | refuted | confirmed | **differ** |" in text
     ledger.write_ledger(tmp_path / "quick", committed=tmp_path / "nowhere", echo=lambda *_: None)
     assert "No comparison with the committed results: no results files" in (tmp_path / "quick" / "CLAIMS.md").read_text()
+
+
+def _console_verdicts(lines: list[str]) -> dict:
+    """{claim id: verdict} from the console's claim lines (``  [verdict] id: measured``)."""
+    found = [re.match(r"^  \[\s*([^\]]+)\] (\w+): ", line) for line in lines]
+    return {m.group(2): m.group(1) for m in found if m}
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.fixed_dictionaries({i: st.sampled_from(VERDICTS) for i in IDS}), st.booleans())
+def test_the_console_says_what_the_ledger_says_claim_by_claim(tmp_path_factory, verdicts, quick):
+    folder = tmp_path_factory.mktemp("run")
+    write_run(folder, verdicts, quick=quick)
+    rows = ledger.collect(folder)
+    console = {}
+    for path in sorted(folder.glob("*.json")):
+        console.update(_console_verdicts(claim_lines(load_results(path))))
+    assert console == {r["id"]: r["verdict"] for r in rows}
+    assert (ledger.UNDECIDED in console.values()) == quick
+
+
+def test_a_quick_execute_prints_the_verdicts_of_its_claims_md(tmp_path, monkeypatch):
+    """Through execute: the committed memory claims (all budget-bound, some confirmed) as a quick run's."""
+    committed = load_results(FIGURES / "memory.json")
+    fake = SimpleNamespace(NAME="memory", config=lambda quick, seed, device: {},
+                           run=lambda cfg: dict(committed, summary=dict(committed["summary"])), plot=lambda r, out: [])
+    monkeypatch.setattr(experiments, "module", lambda command: fake)
+    said = []
+    experiments.execute("memory", quick=True, out=tmp_path, echo=said.append)
+    ledger.write_ledger(tmp_path, committed=None, echo=lambda *_: None)
+    claims_md = (tmp_path / "CLAIMS.md").read_text()
+    console = _console_verdicts(said)
+    assert len(console) == len(committed["claims"]) and "confirmed" in {c["verdict"] for c in committed["claims"]}
+    for c in committed["claims"]:
+        assert console[c["id"]] == ledger.UNDECIDED
+        assert f"| {ledger.MARK[console[c['id']]]} | {c['statement']} (`{c['id']}`)" in claims_md
+
+
+def test_a_quick_figure_carries_the_quick_mark_and_a_full_one_does_not():
+    for quick in (True, False):
+        with plotting.style():
+            fig, _ = plotting.panels(1)
+            plotting.mark_quick(fig, {"summary": {"quick": quick}})
+            texts = [t.get_text() for t in fig.texts]
+            plotting.close(fig)
+        assert (plotting.QUICK_MARK in texts and "QUICK" in texts) == quick and (texts != []) == quick
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_every_experiment_stamps_its_quick_figures(name, tmp_path):
+    """Each module's plot, from its committed results flagged quick, draws the mark: red where a full run has none."""
+    module = importlib.import_module(f"fobtheory.experiments.{name}")
+    results = load_results(FIGURES / f"{name}.json")
+    for quick in (False, True):
+        for path in module.plot(dict(results, summary=dict(results["summary"], quick=quick)), tmp_path / str(quick)):
+            rgb = plt.imread(path)[..., :3]
+            corner = rgb[: rgb.shape[0] // 40, : rgb.shape[1] // 6]  # where the mark's line sits
+            reddish = (corner[..., 0] > 0.6) & (corner[..., 1] < 0.45) & (corner[..., 2] < 0.45)
+            assert reddish.any() == quick, (path, quick)

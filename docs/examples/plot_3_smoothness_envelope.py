@@ -23,10 +23,10 @@ for ax, (name, task) in zip(axes, (("cosine", CosineTask(alpha=0.5)), ("quadrati
     fit = fit_envelope(g, h)
     L0, L1 = theory_constants(task)
     print(f"{name:>9}: fitted L0 = {fit.L0:.3f}, L1 = {fit.L1:.3f}; theory L0 = {L0:.3f}, L1 = {L1:.3f}")
-    grid = np.linspace(0, g.max(), 50)
-    ax.loglog(g, h, ".", ms=3, label="measured points")
-    ax.loglog(grid[1:], fit.L0 + fit.L1 * grid[1:], label="fitted envelope")
-    ax.loglog(grid[1:], L0 + L1 * grid[1:], "--", label="theory's constants")
+    grid = np.geomspace(g[g > 0].min(), g.max(), 100)  # log-spaced: the flat L0 part shows on log axes
+    ax.loglog(g, h, ".", ms=3, label="measured points", zorder=3)  # above the lines they touch
+    ax.loglog(grid, fit.L0 + fit.L1 * grid, label="fitted envelope L0 + L1 |grad Phi|")
+    ax.loglog(grid, L0 + L1 * grid, "--", label="theory's constants")
     ax.set(title=name, xlabel="|grad Phi|", ylabel="|hess Phi|")
 axes[0].legend(fontsize=8)
 fig.tight_layout()

@@ -41,10 +41,10 @@ errors = {m: float((flat(g) - reference).norm() / reference.norm()) for m, g in 
 for m, e in errors.items():
     print(f"{m:>13}: relative error against MAML {e:.1e}")
 
-fig, ax = plt.subplots(figsize=(5, 3.2))
-ax.bar(list(errors), list(errors.values()))
-ax.set_yscale("log")
-ax.set_ylabel("relative error against MAML")
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+ax.barh(list(errors), list(errors.values()))  # horizontal: the method names never collide
+ax.set_xscale("log")
+ax.set_xlabel("relative error against MAML")
 fig.tight_layout()
 
 # %%
