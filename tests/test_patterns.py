@@ -1,11 +1,13 @@
 """Frozen activation patterns: FO-B-MAML on ReLU-like networks against autograd's MAML."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fobtheory.nn import CNN1D, meta_gradient, meta_gradient_batch
+from fobtheory.nn import CNN1D, PLAIN, meta_gradient, meta_gradient_batch
 from fobtheory.patterns import PatternHooks, kinked_modules
 from fobtheory.rates import fit_rate
 
@@ -111,9 +113,14 @@ def test_frozen_patterns_match_autograd_maml_at_rate_two_where_plain_differences
     forward = [errors(model, supports, queries, reference, method="fob_forward", delta=d, freeze_pattern=True).max()
                for d in deltas]
     assert fit_rate(deltas, forward).covers(1, 0.15), (name, forward)
-    # the plain difference crosses kinks on some task: its worst error is far above the frozen one
-    plain = errors(model, supports, queries, reference, method="fob_symmetric", delta=1e-2)
+    # the plain difference crosses kinks on some task: its worst error is far above the frozen one, and it says so
+    with pytest.warns(UserWarning, match=r"of 6 task-steps disagree by more than kink_check=0.1"):
+        plain = errors(model, supports, queries, reference, method="fob_symmetric", delta=1e-2, freeze_pattern=False)
     assert plain.max() > 100 * frozen[np.argmin(abs(deltas - 1e-2))]
+    # the default freezes the patterns: the same numbers as the explicit call
+    kw = dict(method="fob_symmetric", alpha=ALPHA, delta=1e-2)
+    assert torch.equal(flat(meta_gradient_batch(model, supports, queries, **kw)),
+                       flat(meta_gradient_batch(model, supports, queries, freeze_pattern=True, **kw)))
 
 
 @pytest.mark.parametrize("K,store", [(3, True), (3, False)])
@@ -132,13 +139,14 @@ def test_frozen_equals_plain_on_smooth_activations_and_away_from_kinks():
     supports, queries = batch_of_episodes(n_tasks=3, seed=4)
     gelu = CNN1D(width=6, activation="gelu").double()
     kw = dict(method="fob_symmetric", alpha=ALPHA, delta=1e-3)
-    assert torch.equal(flat(meta_gradient_batch(gelu, supports, queries, freeze_pattern=True, **kw)),
-                       flat(meta_gradient_batch(gelu, supports, queries, **kw)))
+    plain = flat(meta_gradient_batch(gelu, supports, queries, freeze_pattern=False, **kw))
+    assert torch.equal(flat(meta_gradient_batch(gelu, supports, queries, freeze_pattern=True, **kw)), plain)
+    assert torch.equal(flat(meta_gradient_batch(gelu, supports, queries, **kw)), plain)  # the default: plain here
     # ReLU at a step far too small to cross a kink: both evaluate the same piece
     relu = CNN1D(width=6, activation="relu").double()
     kw.update(delta=1e-9)
     a = flat(meta_gradient_batch(relu, supports, queries, freeze_pattern=True, **kw))
-    b = flat(meta_gradient_batch(relu, supports, queries, **kw))
+    b = flat(meta_gradient_batch(relu, supports, queries, **PLAIN, **kw))
     assert ((a - b).norm(dim=1) / b.norm(dim=1)).max() < 1e-6  # roundoff at delta 1e-9: eps/delta
 
 
@@ -158,6 +166,47 @@ def test_freeze_pattern_is_refused_by_methods_without_a_stencil(method):
     supports, queries = batch_of_episodes(n_tasks=2, dtype=torch.float32)
     with pytest.raises(ValueError, match="freeze_pattern=True applies to fob_forward and fob_symmetric only"):
         meta_gradient_batch(model, supports, queries, method=method, alpha=ALPHA, freeze_pattern=True)
+
+
+@pytest.mark.parametrize("method", ["maml", "maml_hvp", "fo_maml", "reptile"])
+def test_the_default_and_plain_differences_are_accepted_by_every_method(method):
+    model = CNN1D(width=4, activation="relu").double()
+    supports, queries = batch_of_episodes(n_tasks=2)
+    kw = dict(method=method, alpha=ALPHA)
+    default = flat(meta_gradient_batch(model, supports, queries, **kw))
+    assert torch.equal(flat(meta_gradient_batch(model, supports, queries, freeze_pattern="auto", **kw)), default)
+    assert torch.equal(flat(meta_gradient_batch(model, supports, queries, **PLAIN, **kw)), default)
+
+
+@pytest.mark.parametrize("option,value", [("freeze_pattern", "yes"), ("freeze_pattern", 1), ("kink_check", 0),
+                                          ("kink_check", "on")])
+def test_bad_kink_options_are_refused(option, value):
+    model = CNN1D(width=4, activation="relu").double()
+    supports, queries = batch_of_episodes(n_tasks=2)
+    with pytest.raises(ValueError, match=option):
+        meta_gradient_batch(model, supports, queries, method="fob_symmetric", alpha=ALPHA, **{option: value})
+
+
+def test_plain_forward_differences_on_a_kinked_network_warn_that_nothing_checks_them(trained):
+    name, model, supports, queries, _ = trained
+    kw = dict(method="fob_forward", alpha=ALPHA, delta=1e-2)
+    with pytest.warns(UserWarning, match="fob_forward runs plain finite differences on a network with kinks"):
+        meta_gradient_batch(model, supports, queries, freeze_pattern=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        meta_gradient_batch(model, supports, queries, **PLAIN, **kw)  # the paper's estimator, asked for: silent
+        meta_gradient_batch(model, supports, queries, **kw)  # the default freezes every kink of these modules
+
+
+def test_a_network_whose_kinks_no_module_holds_runs_plain_and_checked_by_default():
+    torch.manual_seed(5)
+    model = kinky(FunctionalReLU().double(), steps=30)
+    supports, queries = batch_of_episodes(n_tasks=8, seed=6)
+    kw = dict(method="fob_symmetric", alpha=ALPHA, delta=3e-2)
+    with pytest.warns(UserWarning, match=r"task-steps disagree by more than kink_check=0.1 .* cross kinks \(relu\)"):
+        g, info = meta_gradient_batch(model, supports, queries, return_info=True, **kw)
+    assert info.unfrozen_kinks == ["relu"] and info.kink_suspects >= 1
+    assert torch.equal(flat(g), flat(meta_gradient_batch(model, supports, queries, **PLAIN, **kw)))  # a check only
 
 
 def test_a_kink_that_cannot_be_frozen_is_reported():
