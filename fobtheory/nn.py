@@ -273,7 +273,7 @@ OPTIONS = ("normalize", "kink_tol", "store_iterates", "stack_stencil", "freeze_p
 # Conv4 and a ResNet in float32), those of a smooth piece by O(delta) (below 0.05 there at delta 1e-2)
 KINK_CHECK = 0.1
 # the paper's estimator as the experiments measure it: plain differences, nothing counted
-PLAIN = {"freeze_pattern": False, "kink_check": None}
+PLAIN_DIFFERENCES = {"freeze_pattern": False, "kink_check": None}
 
 
 def _check_method(method: str, options: dict, alpha, inner_steps):
@@ -385,8 +385,8 @@ def _guard(model: nn.Module, x: torch.Tensor, method: str, options: dict) -> _Gu
     task's input ``x``): ``"auto"`` freezes where the model has kinked modules, and checks with
     :data:`KINK_CHECK` where plain differences still meet a kink."""
     freeze, check = options.get("freeze_pattern", "auto"), options.get("kink_check", "auto")
-    if not method.startswith("fob_"):
-        return _Guard()
+    if not method.startswith("fob_") or freeze is False and check is None:
+        return _Guard()  # nothing to freeze, check or warn about
     modules, unfrozen = sorted({type(m).__name__ for m in kinked_modules(model)}), tuple(_unfrozen(model, x))
     freeze = bool(modules) if freeze == "auto" else freeze
     kinks = unfrozen if freeze else (*modules, *unfrozen)
@@ -493,7 +493,7 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
     :func:`fobtheory.estimators.fob_maml` on the flat parameters). ``delta`` (FO-B) is the
     norm of the parameter displacement: the default 1e-3 reaches the float32 floor measured on
     CNN1D and on Conv4 with BatchNorm (1e-3 to 1e-2 give the same worst task there; use about
-    1e-5 in float64, DESIGN.md 4.6 and 4.10). FO-B ``options``:
+    1e-5 in float64). FO-B ``options``:
     ``normalize=True`` (the parameter displacement has norm delta), the kink guard
     ``kink_tol``, ``store_iterates`` (``False``: recompute the inner iterates, memory flat
     in K), ``checkpoint_every=c`` (keep every c-th iterate, recompute the others from it),
@@ -501,18 +501,31 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
     single gradient, slower), ``freeze_pattern`` and ``kink_check``. ``maml_hvp`` takes
     ``store_iterates`` and ``checkpoint_every`` too.
 
-    ``freeze_pattern=True`` (FO-B methods only) evaluates the stencil gradients around
-    ``x_k`` with the activation pattern of ``x_k`` for the kinked modules of
-    :mod:`fobtheory.patterns` (ReLU, LeakyReLU, ReLU6, Hardtanh, PReLU, MaxPool1d/2d): the
-    finite difference of the smooth piece that autograd differentiates, O(delta^2) even
-    where a step would cross a kink. The patterns of the inner loop's iterates are recorded
+    Kinks (ReLU, max-pooling, ...). A finite difference whose step crosses an activation
+    kink compares two smooth pieces and can be off by orders of magnitude (in float32 at the
+    default delta, nearly every step of a ReLU network crosses one), while MAML
+    differentiates the piece the point is on. ``freeze_pattern="auto"`` (the default) and
+    ``True`` evaluate the stencil gradients around ``x_k`` with the activation pattern of
+    ``x_k`` for the kinked modules of :mod:`fobtheory.patterns` (ReLU, LeakyReLU, ReLU6,
+    Hardtanh, PReLU, MaxPool1d/2d, each module as often as the forward calls it): the finite
+    difference of the smooth piece that autograd differentiates, O(delta^2) even where a
+    step would cross a kink. ``"auto"`` freezes where the model has such modules (on a
+    smooth model it is the plain difference, to the bit) and is ignored by the other
+    methods; ``True`` refuses them. The patterns of the inner loop's iterates are recorded
     during their gradient calls and kept while the iterates are (one byte per activation for
     ReLU: with ``store_iterates`` K such sets; otherwise one forward pass per backward step
-    records the anchor's, and memory stays flat in K). Kinks it cannot freeze (``F.relu`` in a forward,
-    ``torch.abs``, ``x.clamp()``, ...) are named in ``info.unfrozen_kinks``, with a warning;
-    ``kink_check=c`` also counts in ``info.kink_suspects`` the task-steps whose one-sided
-    differences disagree by more than the fraction c (see ``fobtheory.estimators.fob_maml``;
-    it keeps ``grad f(x_k)``: K more parameter vectors with stored iterates).
+    records the anchor's, and memory stays flat in K). Kinks it cannot freeze (``F.relu`` in
+    a forward, ``torch.abs``, ``x.clamp()``, ...) are named in ``info.unfrozen_kinks``, with
+    a warning. ``freeze_pattern=False`` is the paper's plain estimator.
+
+    ``kink_check=c`` counts in ``info.kink_suspects`` the task-steps of ``fob_symmetric``
+    whose one-sided differences disagree by more than the fraction c of their mean (see
+    ``fobtheory.estimators.fob_maml``; no gradient call, it keeps ``grad f(x_k)``: K more
+    parameter vectors with stored iterates), and warns when there are any. The default
+    ``"auto"`` checks with :data:`KINK_CHECK` wherever plain differences meet a kink (a
+    kinked model with ``freeze_pattern=False``, or kinks no module holds), and warns for
+    ``fob_forward`` there, whose one-sided difference has no such check; ``None`` checks
+    nothing (:data:`PLAIN_DIFFERENCES` is the paper's estimator, unchecked).
 
     The model as users write it (:mod:`fobtheory.model_checks`): BatchNorm in training mode
     normalises with the batch statistics of the set at hand (the support set in the inner

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fobtheory.nn import CNN1D, PLAIN, meta_gradient, meta_gradient_batch
+from fobtheory.nn import CNN1D, PLAIN_DIFFERENCES, meta_gradient, meta_gradient_batch
 from fobtheory.patterns import PatternHooks, kinked_modules
 from fobtheory.rates import fit_rate
 
@@ -146,7 +146,7 @@ def test_frozen_equals_plain_on_smooth_activations_and_away_from_kinks():
     relu = CNN1D(width=6, activation="relu").double()
     kw.update(delta=1e-9)
     a = flat(meta_gradient_batch(relu, supports, queries, freeze_pattern=True, **kw))
-    b = flat(meta_gradient_batch(relu, supports, queries, **PLAIN, **kw))
+    b = flat(meta_gradient_batch(relu, supports, queries, **PLAIN_DIFFERENCES, **kw))
     assert ((a - b).norm(dim=1) / b.norm(dim=1)).max() < 1e-6  # roundoff at delta 1e-9: eps/delta
 
 
@@ -175,7 +175,7 @@ def test_the_default_and_plain_differences_are_accepted_by_every_method(method):
     kw = dict(method=method, alpha=ALPHA)
     default = flat(meta_gradient_batch(model, supports, queries, **kw))
     assert torch.equal(flat(meta_gradient_batch(model, supports, queries, freeze_pattern="auto", **kw)), default)
-    assert torch.equal(flat(meta_gradient_batch(model, supports, queries, **PLAIN, **kw)), default)
+    assert torch.equal(flat(meta_gradient_batch(model, supports, queries, **PLAIN_DIFFERENCES, **kw)), default)
 
 
 @pytest.mark.parametrize("option,value", [("freeze_pattern", "yes"), ("freeze_pattern", 1), ("kink_check", 0),
@@ -194,7 +194,7 @@ def test_plain_forward_differences_on_a_kinked_network_warn_that_nothing_checks_
         meta_gradient_batch(model, supports, queries, freeze_pattern=False, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        meta_gradient_batch(model, supports, queries, **PLAIN, **kw)  # the paper's estimator, asked for: silent
+        meta_gradient_batch(model, supports, queries, **PLAIN_DIFFERENCES, **kw)  # the paper's estimator, asked for: silent
         meta_gradient_batch(model, supports, queries, **kw)  # the default freezes every kink of these modules
 
 
@@ -206,7 +206,7 @@ def test_a_network_whose_kinks_no_module_holds_runs_plain_and_checked_by_default
     with pytest.warns(UserWarning, match=r"task-steps disagree by more than kink_check=0.1 .* cross kinks \(relu\)"):
         g, info = meta_gradient_batch(model, supports, queries, return_info=True, **kw)
     assert info.unfrozen_kinks == ["relu"] and info.kink_suspects >= 1
-    assert torch.equal(flat(g), flat(meta_gradient_batch(model, supports, queries, **PLAIN, **kw)))  # a check only
+    assert torch.equal(flat(g), flat(meta_gradient_batch(model, supports, queries, **PLAIN_DIFFERENCES, **kw)))  # a check only
 
 
 def test_a_kink_that_cannot_be_frozen_is_reported():

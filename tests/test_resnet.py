@@ -1,0 +1,160 @@
+"""A ResNet-style network as users bring it (BasicBlocks with BatchNorm, one in-place ReLU
+module applied twice per block, residual adds, a max-pooling stem, adaptive average pooling):
+every method against autograd's MAML, batched and one task at a time, and FO-B's defaults."""
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from fobtheory.nn import ALL_METHODS, PLAIN_DIFFERENCES, meta_gradient, meta_gradient_batch
+from fobtheory.patterns import PatternHooks, kinked_modules
+
+ALPHA, K, TASKS = 0.01, 2, 3
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock: conv-BN-ReLU-conv-BN, plus the (projected) input, then ReLU;
+    ``self.relu`` is one in-place module called twice."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.downsample = None if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNet(nn.Module):
+    """Stem (conv-BN-ReLU-MaxPool), two BasicBlocks (the second strided, widening), adaptive
+    average pooling, a linear head: ResNet-18's structure at 8 channels on 12 x 12 images."""
+
+    def __init__(self, width=8, n_classes=5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        self.layer1, self.layer2 = BasicBlock(width, width), BasicBlock(width, 2 * width, stride=2)
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(2 * width, n_classes)
+
+    def forward(self, x):
+        return self.fc(self.avgpool(self.layer2(self.layer1(self.stem(x)))).flatten(1))
+
+
+def episodes(dtype, n_support=10, n_query=10, size=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.randn(TASKS, n_support, 1, size, size, generator=g, dtype=torch.float64).to(dtype)
+    xq = torch.randn(TASKS, n_query, 1, size, size, generator=g, dtype=torch.float64).to(dtype)
+    labels = lambda n: (torch.arange(n) % 5).repeat(TASKS, 1)  # noqa: E731
+    return (xs, labels(n_support)), (xq, labels(n_query))
+
+
+@pytest.fixture(scope="module")
+def nets():
+    """The same ResNet in float64 and float32, the episodes in each, and float64 MAML."""
+    torch.manual_seed(0)
+    net64 = ResNet().double()
+    net32 = copy.deepcopy(net64).float()
+    data = {torch.float64: episodes(torch.float64), torch.float32: episodes(torch.float32)}
+    reference = flat(meta_gradient_batch(net64, *data[torch.float64], method="maml", alpha=ALPHA, inner_steps=K))
+    return {torch.float64: net64, torch.float32: net32}, data, reference
+
+
+def flat(grads):
+    return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1).to(torch.float64)
+
+
+def one_by_one(model, supports, queries, **kw):
+    """Each task through ``meta_gradient``, stacked like a batch."""
+    rows = [meta_gradient(model, (supports[0][b], supports[1][b]), (queries[0][b], queries[1][b]), **kw)
+            for b in range(TASKS)]
+    return flat({n: torch.stack([r[n] for r in rows]) for n in rows[0]})
+
+
+def relative(g, reference):
+    return ((g - reference).norm(dim=1) / reference.norm(dim=1)).max().item()
+
+
+def autograd_first_order(model, supports, queries, method):
+    """FO-MAML and Reptile written out with ``torch.autograd.grad`` on a copy of the model
+    (BatchNorm with each set's batch statistics, as MAML's inner loop uses them)."""
+    net = copy.deepcopy(model)
+    names = [n for n, _ in net.named_parameters()]
+
+    def grad(params, x, y):
+        loss = F.cross_entropy(functional_call(net, dict(zip(names, params)), (x,)), y)
+        return torch.autograd.grad(loss, params)
+
+    rows = []
+    for b in range(TASKS):
+        (xs, ys), (xq, yq) = (supports[0][b], supports[1][b]), (queries[0][b], queries[1][b])
+        theta = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
+        u = theta
+        for _ in range(K if method == "fo_maml" else K + 1):
+            g = grad(u, xs, ys) if method == "fo_maml" else [a + c for a, c in zip(grad(u, xs, ys), grad(u, xq, yq))]
+            u = [(w - ALPHA * gi).detach().requires_grad_(True) for w, gi in zip(u, g)]
+        out = grad(u, xq, yq) if method == "fo_maml" else [(t - w) / ((K + 1) * ALPHA) for t, w in zip(theta, u)]
+        rows.append(torch.cat([o.reshape(-1) for o in out]))
+    return torch.stack(rows).to(torch.float64)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_every_method_batched_and_one_task_at_a_time_against_independent_truth(nets, method):
+    models, data, reference = nets
+    model, (supports, queries) = models[torch.float64], data[torch.float64]
+    kw = dict(method=method, alpha=ALPHA, inner_steps=K, **({"delta": 1e-5} if method.startswith("fob_") else {}))
+    batched, single = flat(meta_gradient_batch(model, supports, queries, **kw)), one_by_one(model, supports, queries,
+                                                                                            **kw)
+    assert relative(batched, single) < 1e-10, method
+    if method in ("fo_maml", "reptile"):
+        truth, bound = autograd_first_order(model, supports, queries, method), 1e-12
+    else:  # MAML itself, and the methods that compute it: exact, or frozen FO-B in float64 at delta 1e-5
+        truth, bound = reference, {"maml": 1e-13, "maml_hvp": 1e-10, "fob_symmetric": 1e-8, "fob_forward": 1e-5}[method]
+    assert relative(batched, truth) < bound and relative(single, truth) < bound, method
+
+
+@pytest.mark.parametrize("method", ["fob_symmetric", "fob_forward"])
+def test_the_default_freezes_the_patterns_of_a_resnet_and_matches_maml_in_float32(nets, method):
+    models, data, reference = nets
+    model, (supports, queries) = models[torch.float32], data[torch.float32]
+    kw = dict(method=method, alpha=ALPHA, inner_steps=K)  # the default delta
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every kink is in a module: nothing to warn about
+        default = flat(meta_gradient_batch(model, supports, queries, **kw))
+        single = one_by_one(model, supports, queries, **kw)
+    assert torch.equal(default, flat(meta_gradient_batch(model, supports, queries, freeze_pattern=True, **kw)))
+    assert torch.equal(single, one_by_one(model, supports, queries, freeze_pattern=True, **kw))
+    assert relative(default, reference) < 1e-3 and relative(single, reference) < 1e-3
+
+
+def test_plain_differences_on_a_resnet_in_float32_are_far_from_maml_and_say_so(nets):
+    models, data, reference = nets
+    model, (supports, queries) = models[torch.float32], data[torch.float32]
+    kw = dict(alpha=ALPHA, inner_steps=K, freeze_pattern=False)
+    with pytest.warns(UserWarning, match=rf"of {TASKS * K} task-steps disagree .* cross kinks \(MaxPool2d, ReLU\)"):
+        plain = flat(meta_gradient_batch(model, supports, queries, method="fob_symmetric", **kw))
+    assert relative(plain, reference) > 0.1  # what the check is for
+    with pytest.warns(UserWarning, match="fob_forward runs plain finite differences"):
+        meta_gradient_batch(model, supports, queries, method="fob_forward", **kw)
+    assert torch.equal(flat(meta_gradient_batch(model, supports, queries, method="fob_symmetric", alpha=ALPHA,
+                                                inner_steps=K, **PLAIN_DIFFERENCES)), plain)  # the check changes nothing
+
+
+def test_a_module_called_twice_records_one_pattern_per_call_and_replays_them_exactly(nets):
+    models, data, _ = nets
+    model, x = models[torch.float64], data[torch.float64][0][0][0]
+    with PatternHooks(model) as hooks:
+        with hooks.recording() as patterns:
+            out = model(x)
+        with hooks.replaying(patterns):
+            replayed = model(x)
+    assert len(kinked_modules(model)) == 4 and len(patterns) == 6  # 3 ReLU modules, 5 ReLU calls, 1 max-pooling
+    assert torch.equal(replayed, out)
