@@ -1,13 +1,15 @@
 """The cost of FO-B's kink check, and what it catches, on three ReLU networks in float32.
 
-    python -m fobtheory.experiments.bench_kink_check [--rounds 9] [--out figures/bench]
+    python -m fobtheory.experiments.bench_kink_check [--rounds 15] [--out figures/bench]
 
 Where plain finite differences run on a network with kinks, ``fob_symmetric`` checks by
 default that the two one-sided differences of each step agree (``kink_check``, see
 :func:`fobtheory.nn.meta_gradient_batch`): the gradients it compares are the stencil's and the
 inner loop's, so the check costs no gradient call, only K kept gradients and a few norms.
 This benchmark times one meta-gradient (``meta_gradient_batch``, default delta, K inner
-steps) of three variants, interleaved round by round in a new random order, median:
+steps) of three variants, interleaved round by round in a new random order (each variant's
+time against ``plain``'s: the median over rounds of their ratio within a round, so that the
+machine's load divides out), and counts their gradient calls:
 
 - ``plain``: the paper's estimator, unchecked (``freeze_pattern=False, kink_check=None``);
 - ``checked``: plain differences with the default check (``freeze_pattern=False``);
@@ -68,8 +70,10 @@ def _flat(grads) -> torch.Tensor:
 
 
 def measure(cfg) -> list[dict]:
-    """One record per (network, variant): median seconds, peak bytes, worst relative error
-    against MAML (float32 too), task-steps flagged by the check (``checked`` only)."""
+    """One record per (network, variant): median seconds, the median per-round time ratio to
+    ``plain``, gradient calls, peak bytes, worst relative error
+    against MAML (float32 too), and the task-steps the check flags when forced on (an untimed
+    call with ``kink_check=KINK_CHECK``: the plain variants' alarms, the frozen one's false ones)."""
     kw = dict(alpha=cfg["alpha"], inner_steps=cfg["inner_steps"])
     records = []
     for name, (net, shape) in networks(cfg).items():
@@ -86,53 +90,60 @@ def measure(cfg) -> list[dict]:
                     v = list(calls)[i]
                     times[v].append(wall_time(calls[v]))
             results = {v: call() for v, call in calls.items()}
+            flagged = {v: meta_gradient_batch(net, supports, queries, method="fob_symmetric", return_info=True,
+                                              **kw, **{**o, "kink_check": KINK_CHECK})[1].kink_suspects
+                       for v, o in VARIANTS.items()}
             peaks = {v: peak_bytes(net, supports, queries, method="fob_symmetric", **kw, **o)
                      for v, o in VARIANTS.items()}
         for v, (g, info) in results.items():
             error = ((_flat(g) - reference).norm(dim=1) / reference.norm(dim=1)).max().item()
-            records.append(dict(network=name, variant=v, seconds=float(np.median(times[v][1:])), peak_bytes=peaks[v],
-                                error=error, flagged=info.kink_suspects if v == "checked" else None,
+            paired = np.array(times[v][1:]) / np.array(times["plain"][1:])  # same round: the same machine load
+            records.append(dict(network=name, variant=v, seconds=float(np.median(times[v][1:])),
+                                time_ratio=float(np.median(paired)), grad_calls=info.grad_calls, peak_bytes=peaks[v],
+                                error=error, flagged=flagged[v],
                                 task_steps=cfg["meta_batch"] * cfg["inner_steps"],
                                 parameters=sum(p.numel() for p in net.parameters())))
     return records
 
 
 def summarize(records: list[dict]) -> dict:
-    """Per network: time and peak ratios of ``checked`` and ``default`` to ``plain``, the share
-    of task-steps flagged; overall: the largest time ratio of the check."""
+    """Per network: time and peak ratios of ``checked`` and ``default`` to ``plain``, the
+    task-steps flagged (plain and frozen), the errors; overall: the largest ratios of the check."""
     by = {(r["network"], r["variant"]): r for r in records}
     out = {}
     for name in dict.fromkeys(r["network"] for r in records):
         plain = by[name, "plain"]
-        out[name] = {f"{v}_{k}_ratio": by[name, v][field] / plain[field] for v in ("checked", "default")
-                     for k, field in (("time", "seconds"), ("peak", "peak_bytes"))}
-        out[name].update(flagged=by[name, "checked"]["flagged"], task_steps=plain["task_steps"],
-                         plain_error=plain["error"], default_error=by[name, "default"]["error"])
+        out[name] = {f"{v}_{k}": by[name, v][field] / plain[field] for v in ("checked", "default")
+                     for k, field in (("time_ratio", "time_ratio"), ("peak_ratio", "peak_bytes"),
+                                      ("grad_call_ratio", "grad_calls"))}
+        out[name].update(flagged_plain=plain["flagged"], flagged_default=by[name, "default"]["flagged"],
+                         task_steps=plain["task_steps"], plain_error=plain["error"],
+                         default_error=by[name, "default"]["error"])
     return dict(networks=out, max_check_time_ratio=max(v["checked_time_ratio"] for v in out.values()),
                 max_check_peak_ratio=max(v["checked_peak_ratio"] for v in out.values()), kink_check=KINK_CHECK)
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| network | variant | ms | x plain | peak MiB | x plain | error vs MAML (float32) | flagged |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| network | variant | ms | x plain | gradient calls | peak MiB | x plain | error vs MAML (float32) "
+             "| flagged |", "|---|---|---|---|---|---|---|---|---|"]
     plain = {r["network"]: r for r in records if r["variant"] == "plain"}
     for r in records:
         p = plain[r["network"]]
-        flagged = f"{r['flagged']} of {r['task_steps']}" if r["flagged"] is not None else "-"
-        lines.append(f"| {r['network']} | {r['variant']} | {1e3 * r['seconds']:.1f} | {r['seconds'] / p['seconds']:.3f} "
-                     f"| {r['peak_bytes'] / 2**20:.2f} | {r['peak_bytes'] / p['peak_bytes']:.3f} | {r['error']:.2g} "
+        flagged = f"{r['flagged']} of {r['task_steps']}"
+        lines.append(f"| {r['network']} | {r['variant']} | {1e3 * r['seconds']:.1f} | {r['time_ratio']:.3f} "
+                     f"| {r['grad_calls']} | {r['peak_bytes'] / 2**20:.2f} | {r['peak_bytes'] / p['peak_bytes']:.3f} | {r['error']:.2g} "
                      f"| {flagged} |")
     return "\n".join(lines)
 
 
-def config(seed: int = 0, rounds: int = 9) -> dict:
+def config(seed: int = 0, rounds: int = 15) -> dict:
     return dict(alpha=0.01, inner_steps=5, meta_batch=4, ways=5, shots=5, queries=5, delta=1e-3, rounds=rounds,
                 seed=seed, dtype="float32", torch_threads=1)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", default="figures/bench", help="folder of kink_check_cost.json")
     args = parser.parse_args(argv)
     cfg = config(rounds=args.rounds)
@@ -140,7 +151,7 @@ def main(argv=None) -> int:
     records = measure(cfg)
     summary = summarize(records)
     print(f"fob_symmetric, float32, delta {cfg['delta']:g}, K = {cfg['inner_steps']}, {cfg['meta_batch']} tasks, "
-          f"{cfg['ways']}-way {cfg['shots']}-shot, 1 torch thread; median of {cfg['rounds']} interleaved rounds; "
+          f"{cfg['ways']}-way {cfg['shots']}-shot, 1 torch thread; {cfg['rounds']} interleaved rounds (x plain: median per-round ratio); "
           f"check tolerance {KINK_CHECK:g}")
     print(table(records))
     print(f"largest time ratio checked / plain: {summary['max_check_time_ratio']:.3f}; "
