@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from fobtheory.nn import CNN1D, PLAIN_DIFFERENCES, meta_gradient, meta_gradient_batch
@@ -148,6 +150,22 @@ def test_frozen_equals_plain_on_smooth_activations_and_away_from_kinks():
     a = flat(meta_gradient_batch(relu, supports, queries, freeze_pattern=True, **kw))
     b = flat(meta_gradient_batch(relu, supports, queries, **PLAIN_DIFFERENCES, **kw))
     assert ((a - b).norm(dim=1) / b.norm(dim=1)).max() < 1e-6  # roundoff at delta 1e-9: eps/delta
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2**16), activation=st.sampled_from(["relu", "gelu", "tanh"]),
+       method=st.sampled_from(["fob_forward", "fob_symmetric"]), delta=st.sampled_from([1e-5, 1e-3, 1e-1]))
+def test_the_default_is_the_frozen_call_on_kinked_networks_and_the_plain_one_on_smooth_ones(seed, activation, method,
+                                                                                           delta):
+    torch.manual_seed(seed)
+    model = CNN1D(width=4, depth=2, activation=activation).double()
+    supports, queries = batch_of_episodes(n_tasks=2, n_support=5, n_query=5, seed=seed)
+    kw = dict(method=method, alpha=ALPHA, delta=delta)
+    same = dict(freeze_pattern=True) if activation == "relu" else PLAIN_DIFFERENCES
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every kink in a module, or none: nothing to warn about
+        assert torch.equal(flat(meta_gradient_batch(model, supports, queries, **kw)),
+                           flat(meta_gradient_batch(model, supports, queries, **same, **kw)))
 
 
 def test_hooks_are_removed_and_the_model_is_untouched():
