@@ -361,13 +361,13 @@ class _Guard:
     modules, count with ``kink_check`` the steps whose one-sided differences disagree;
     ``unfrozen``: the kinked functions its forward calls outside those modules; ``kinks``:
     every kink the plain differences run into (empty where they run on smooth pieces only);
-    ``unchecked``: plain differences on kinks that no check covers (``fob_forward``)."""
+    ``unchecked``: why plain differences on kinks go unchecked (no free check), or ``""``."""
 
     freeze: bool = False
     kink_check: float | None = None
     unfrozen: tuple[str, ...] = ()
     kinks: tuple[str, ...] = ()
-    unchecked: bool = False
+    unchecked: str = ""
 
 
 def _unfrozen(model: nn.Module, x: torch.Tensor) -> list[str]:
@@ -383,7 +383,9 @@ def _unfrozen(model: nn.Module, x: torch.Tensor) -> list[str]:
 def _guard(model: nn.Module, x: torch.Tensor, method: str, options: dict) -> _Guard:
     """The FO-B options ``freeze_pattern`` and ``kink_check`` as they run on ``model`` (one
     task's input ``x``): ``"auto"`` freezes where the model has kinked modules, and checks with
-    :data:`KINK_CHECK` where plain differences still meet a kink."""
+    :data:`KINK_CHECK` where plain differences still meet a kink and the check is free: it
+    compares gradients the estimator computes anyway, except ``grad f(x_k)`` of ``fob_forward``'s
+    missing side and of recomputed iterates (``store_iterates=False``: one gradient call per step)."""
     freeze, check = options.get("freeze_pattern", "auto"), options.get("kink_check", "auto")
     if not method.startswith("fob_") or freeze is False and check is None:
         return _Guard()  # nothing to freeze, check or warn about
@@ -392,8 +394,16 @@ def _guard(model: nn.Module, x: torch.Tensor, method: str, options: dict) -> _Gu
     kinks = unfrozen if freeze else (*modules, *unfrozen)
     if check != "auto":
         return _Guard(freeze, check, unfrozen, kinks)
-    checked = bool(kinks) and method == "fob_symmetric"
-    return _Guard(freeze, KINK_CHECK if checked else None, unfrozen, kinks, unchecked=bool(kinks) and not checked)
+    if not kinks:
+        return _Guard(freeze, None, unfrozen, kinks)
+    if method == "fob_forward":
+        why = "its one-sided difference cannot tell a step that crosses one"
+    elif not options.get("store_iterates", True) and options.get("checkpoint_every") is None:
+        why = (f"with store_iterates=False the check is not free (kink_check={KINK_CHECK:g} checks every step for "
+               "one more gradient call each)")
+    else:
+        return _Guard(freeze, KINK_CHECK, unfrozen, kinks)
+    return _Guard(freeze, None, unfrozen, kinks, unchecked=why)
 
 
 def _warn(guard: _Guard, info, method: str, task_steps: int, shape_only: bool):
@@ -415,11 +425,11 @@ def _warn(guard: _Guard, info, method: str, task_steps: int, shape_only: bool):
                       "'auto', with the kinks in nn.ReLU-like or max-pooling modules), or use a smaller delta in "
                       "float64; kink_check=None turns this check off", stacklevel=4)
     if guard.unchecked:
-        warnings.warn(f"fob_forward runs plain finite differences on a network with kinks ({', '.join(guard.kinks)}), "
-                      "and its one-sided difference cannot tell a step that crosses one: its meta-gradient may be far "
-                      "from MAML's, unchecked. Freeze the activation patterns (freeze_pattern=True or 'auto', with the "
-                      "kinks in nn.ReLU-like or max-pooling modules) or use fob_symmetric, which checks every step; "
-                      "kink_check=None silences this warning", stacklevel=4)
+        warnings.warn(f"{method} runs plain finite differences on a network with kinks ({', '.join(guard.kinks)}), "
+                      f"unchecked: {guard.unchecked}. Its meta-gradient may be far from MAML's: freeze the activation "
+                      "patterns (freeze_pattern=True or 'auto', with the kinks in nn.ReLU-like or max-pooling modules), "
+                      "or use fob_symmetric with stored iterates, checked for free; kink_check=None silences this "
+                      "warning", stacklevel=4)
 
 
 def _merged(infos: list) -> estimators.EstimateInfo | None:
@@ -524,9 +534,11 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
     ``fobtheory.estimators.fob_maml``; no gradient call, it keeps ``grad f(x_k)``: K more
     parameter vectors with stored iterates), and warns when there are any. The default
     ``"auto"`` checks with :data:`KINK_CHECK` wherever plain differences meet a kink (a
-    kinked model with ``freeze_pattern=False``, or kinks no module holds), and warns for
-    ``fob_forward`` there, whose one-sided difference has no such check; ``None`` checks
-    nothing (:data:`PLAIN_DIFFERENCES` is the paper's estimator, unchecked).
+    kinked model with ``freeze_pattern=False``, or kinks no module holds) and the check is
+    free, and warns there otherwise that they run unchecked: ``fob_forward`` has no second
+    side to compare, and with ``store_iterates=False`` each ``grad f(x_k)`` would cost a
+    gradient call. ``None`` checks nothing and stays silent (:data:`PLAIN_DIFFERENCES` is the
+    paper's estimator, unchecked).
 
     The model as users write it (:mod:`fobtheory.model_checks`): BatchNorm in training mode
     normalises with the batch statistics of the set at hand (the support set in the inner
