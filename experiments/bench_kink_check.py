@@ -1,6 +1,7 @@
 """The cost of FO-B's kink check, and what it catches, on three ReLU networks in float32.
 
     python -m fobtheory.experiments.bench_kink_check [--rounds 15] [--out figures/bench]
+    python -m fobtheory.experiments.bench_kink_check --table figures/bench/kink_check_cost.json
 
 Where plain finite differences run on a network with kinks, ``fob_symmetric`` checks by
 default that the two one-sided differences of each step agree (``kink_check``, see
@@ -20,7 +21,8 @@ bytes of live tensors), on CNN1D (MNIST-1D), Conv4 with BatchNorm and the ResNet
 network of ``tests/test_resnet.py`` (BasicBlocks, BatchNorm, max-pooling stem). Each
 variant's relative error against MAML on the same float32 network (worst task) and the
 task-steps the check flags show what the check is for. Prints the ratios to ``plain`` and writes
-``kink_check_cost.json`` (records, summary) to ``--out``.
+``kink_check_cost.json`` (records, summary) to ``--out``; ``--table`` prints the Markdown
+table of a results file without measuring (the README's rows come from the committed one).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import torch
 
 from fobtheory.memory import peak_bytes, wall_time
 from fobtheory.nn import KINK_CHECK, PLAIN_DIFFERENCES, CNN1D, Conv4, meta_gradient_batch
-from fobtheory.results import make_results, write_json_atomic
+from fobtheory.results import load_results, make_results, write_json_atomic
 
 VARIANTS = {"plain": PLAIN_DIFFERENCES, "checked": {"freeze_pattern": False}, "default": {}}
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +147,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", default="figures/bench", help="folder of kink_check_cost.json")
+    parser.add_argument("--table", metavar="JSON", help="print the table of this results file and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(load_results(args.table)["records"]))
+        return 0
     cfg = config(rounds=args.rounds)
     torch.set_num_threads(cfg["torch_threads"])
     records = measure(cfg)
