@@ -133,7 +133,8 @@ def table(records: list[dict]) -> str:
         p = plain[r["network"]]
         flagged = f"{r['flagged']} of {r['task_steps']}"
         lines.append(f"| {r['network']} | {r['variant']} | {1e3 * r['seconds']:.1f} | {r['time_ratio']:.3f} "
-                     f"| {r['grad_calls']} | {r['peak_bytes'] / 2**20:.2f} | {r['peak_bytes'] / p['peak_bytes']:.3f} | {r['error']:.2g} "
+                     f"| {r['grad_calls']} | {r['peak_bytes'] / 2**20:.2f} | {r['peak_bytes'] / p['peak_bytes']:.3f} "
+                     f"| {r['error']:.2g} "
                      f"| {flagged} |")
     return "\n".join(lines)
 
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
     records = measure(cfg)
     summary = summarize(records)
     print(f"fob_symmetric, float32, delta {cfg['delta']:g}, K = {cfg['inner_steps']}, {cfg['meta_batch']} tasks, "
-          f"{cfg['ways']}-way {cfg['shots']}-shot, 1 torch thread; {cfg['rounds']} interleaved rounds (x plain: median per-round ratio); "
+          f"{cfg['ways']}-way {cfg['shots']}-shot, 1 torch thread; {cfg['rounds']} interleaved rounds "
+          "(x plain: median per-round ratio); "
           f"check tolerance {KINK_CHECK:g}")
     print(table(records))
     print(f"largest time ratio checked / plain: {summary['max_check_time_ratio']:.3f}; "

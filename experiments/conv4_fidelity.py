@@ -140,7 +140,8 @@ def fidelity(cfg, snapshots: dict, episodes) -> list[dict]:
                           error=err) for e, err in enumerate(errs)]
             for method, _, frozen in ESTIMATORS:
                 for delta in deltas:
-                    errs, info = errors(method=method, delta=delta, **({"freeze_pattern": True} if frozen else PLAIN_DIFFERENCES))
+                    errs, info = errors(method=method, delta=delta,
+                                        **({"freeze_pattern": True} if frozen else PLAIN_DIFFERENCES))
                     est = dict(base, method=method, freeze_pattern=frozen, delta=delta)
                     rows += [dict(est, kind="fidelity", episode=e, error=err) for e, err in enumerate(errs)]
                     rows.append(dict(est, kind="kink_info", tasks=len(errs), kink_retries=info.kink_retries,

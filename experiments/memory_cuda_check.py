@@ -135,7 +135,8 @@ def run(args) -> dict:
         t0, error, m = time.perf_counter(), None, None
         try:
             m = measure(lambda: meta_gradient_batch(model, supports, queries, method="fob_symmetric", **common,
-                                                    **PLAIN_DIFFERENCES, **chosen["options"]), *alive, device=str(device))
+                                                    **PLAIN_DIFFERENCES, **chosen["options"]),
+                        *alive, device=str(device))
         except torch.cuda.OutOfMemoryError as err:
             error = str(err).splitlines()[0][:300]
         records.append(dict(method="fob_symmetric", variant=chosen["variant"], **_point(chosen),

@@ -357,7 +357,8 @@ def _time_checkpoints(cfg, records: list, progress) -> None:
     calls = {}
     for r in rows:
         calls[id(r)] = (lambda m=r["method"], o=r["options"]: meta_gradient_batch(
-            model, supports, queries, method=m, alpha=cfg["alpha"], inner_steps=K, delta=cfg["delta"], **PLAIN_DIFFERENCES, **o))
+            model, supports, queries, method=m, alpha=cfg["alpha"], inner_steps=K, delta=cfg["delta"],
+            **PLAIN_DIFFERENCES, **o))
         r["times"] = []
     for rep in range(ck["repeats"]):
         for r in rows:

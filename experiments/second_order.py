@@ -115,7 +115,8 @@ def costs(cfg) -> list[dict]:
         records.append(dict(part="scale", variant=variant, method=method, width=s["width"], depth=s["depth"],
                             inner_steps=s["inner_steps"], meta_batch=s["meta_batch"],
                             peak_bytes=peak_bytes(model, supports, queries, method=method, alpha=m["alpha"],
-                                                  inner_steps=s["inner_steps"], delta=m["delta"], **PLAIN_DIFFERENCES, **options)))
+                                                  inner_steps=s["inner_steps"], delta=m["delta"],
+                                                  **PLAIN_DIFFERENCES, **options)))
     return records
 
 
