@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from fobtheory.memory import wall_time
-from fobtheory.nn import ALL_METHODS, CNN1D, meta_gradient, meta_gradient_batch
+from fobtheory.nn import ALL_METHODS, CNN1D, PLAIN_DIFFERENCES, meta_gradient, meta_gradient_batch
 from fobtheory.results import make_results, write_json_atomic
 
 NAME = "bench_meta"
@@ -117,7 +117,7 @@ def benchmark(width=64, depth=3, activation="elu", inner_steps=5, meta_batch=8, 
     supports, queries_ = data(ways * shots), data(ways * queries)
     one = lambda pair: (pair[0][0], pair[1][0])  # noqa: E731
     kw = dict(alpha=alpha, inner_steps=inner_steps)
-    fob = dict(delta=delta, normalize=True)
+    fob = dict(delta=delta, normalize=True, **PLAIN_DIFFERENCES)  # the plain loops' differences
     calls = {}
     for m in ALL_METHODS:
         extra = fob if m.startswith("fob_") else {}

@@ -31,7 +31,7 @@ import torch
 from fobtheory import plotting
 from fobtheory.data import EpisodeSampler, stroke_images
 from fobtheory.models import Conv4
-from fobtheory.nn import adapted_accuracy, meta_gradient, meta_gradient_batch
+from fobtheory.nn import PLAIN_DIFFERENCES, adapted_accuracy, meta_gradient, meta_gradient_batch
 from fobtheory.progress import track
 from fobtheory.results import claim, make_results, save_figure, verdict
 
@@ -140,7 +140,8 @@ def fidelity(cfg, snapshots: dict, episodes) -> list[dict]:
                           error=err) for e, err in enumerate(errs)]
             for method, _, frozen in ESTIMATORS:
                 for delta in deltas:
-                    errs, info = errors(method=method, delta=delta, freeze_pattern=frozen)
+                    errs, info = errors(method=method, delta=delta,
+                                        **({"freeze_pattern": True} if frozen else PLAIN_DIFFERENCES))
                     est = dict(base, method=method, freeze_pattern=frozen, delta=delta)
                     rows += [dict(est, kind="fidelity", episode=e, error=err) for e, err in enumerate(errs)]
                     rows.append(dict(est, kind="kink_info", tasks=len(errs), kink_retries=info.kink_retries,

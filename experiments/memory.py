@@ -26,7 +26,7 @@ from matplotlib.ticker import LogFormatter
 
 from fobtheory import plotting
 from fobtheory.memory import measure, wall_time
-from fobtheory.nn import CNN1D, meta_gradient_batch
+from fobtheory.nn import CNN1D, PLAIN_DIFFERENCES, meta_gradient_batch
 from fobtheory.progress import track
 from fobtheory.results import claim, make_results, save_figure, verdict
 
@@ -64,7 +64,7 @@ def _episodes(cfg, setting, device):
 def _call(model, supports, queries, variant, K, cfg):
     method, options = VARIANTS[variant]
     return lambda: meta_gradient_batch(model, supports, queries, method=method, alpha=cfg["alpha"], inner_steps=K,
-                                       delta=cfg["delta"], **options)
+                                       delta=cfg["delta"], **PLAIN_DIFFERENCES, **options)
 
 
 def measure_points(cfg: dict, desc: str = "memory") -> list[dict]:

@@ -31,7 +31,7 @@ from fobtheory.experiments.memory import _episodes
 from fobtheory.experiments.memory_scale import (MIB, config as scale_config, cuda_margins, shape_only_batch,
                                                  variant_options)
 from fobtheory.memory import measure, peak_bytes
-from fobtheory.nn import CNN1D, meta_gradient_batch
+from fobtheory.nn import CNN1D, PLAIN_DIFFERENCES, meta_gradient_batch
 from fobtheory.results import claim, claim_line, load_results, make_results, verdict, write_json_atomic
 
 NAME = "memory_cuda_check"
@@ -101,7 +101,7 @@ def run(args) -> dict:
     def predict(method, options, p):
         model, S, Q = shape_only_batch(cfg, p["width"], p["depth"], p["meta_batch"], p["length"])
         return peak_bytes(model, S, Q, method=method, alpha=cfg["alpha"], inner_steps=p["inner_steps"],
-                          delta=cfg["delta"], **options)
+                          delta=cfg["delta"], **PLAIN_DIFFERENCES, **options)
 
     print("predicting on the meta device", flush=True)
     chosen = choose(candidates(length), predict, free, margins, oom_factor=args.oom_factor,
@@ -135,7 +135,8 @@ def run(args) -> dict:
         t0, error, m = time.perf_counter(), None, None
         try:
             m = measure(lambda: meta_gradient_batch(model, supports, queries, method="fob_symmetric", **common,
-                                                    **chosen["options"]), *alive, device=str(device))
+                                                    **PLAIN_DIFFERENCES, **chosen["options"]),
+                        *alive, device=str(device))
         except torch.cuda.OutOfMemoryError as err:
             error = str(err).splitlines()[0][:300]
         records.append(dict(method="fob_symmetric", variant=chosen["variant"], **_point(chosen),

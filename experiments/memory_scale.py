@@ -51,7 +51,7 @@ from fobtheory.experiments.memory import LEAN, VARIANTS as MEMORY_VARIANTS
 from fobtheory.experiments.memory import config as memory_config
 from fobtheory.memory import measure, peak_bytes, wall_time
 from fobtheory.models import Conv4
-from fobtheory.nn import ALL_METHODS, CNN1D, meta_gradient_batch
+from fobtheory.nn import ALL_METHODS, CNN1D, PLAIN_DIFFERENCES, meta_gradient_batch
 from fobtheory.progress import track
 from fobtheory.results import claim, environment, load_results, make_results, save_figure, verdict
 
@@ -160,7 +160,7 @@ class Peaks:
             model, S, Q = shape_only_batch(self.cfg, width, depth, B, L, shots, queries, network)
             start = time.perf_counter()
             peak = peak_bytes(model, S, Q, method=method, alpha=self.cfg["alpha"], inner_steps=K,
-                              delta=self.cfg["delta"], **options)
+                              delta=self.cfg["delta"], **PLAIN_DIFFERENCES, **options)
             self.records.append(dict(
                 part=part, network=network, method=method, variant=variant, width=width, depth=depth, inner_steps=K, meta_batch=B,
                 length=L, shots=shots or self.cfg["shots"], queries=queries or self.cfg["queries"],
@@ -304,7 +304,7 @@ def _validate(cfg, peaks: Peaks, val=None, network="cnn1d") -> list[dict]:
                                                                 device="cpu")
                     kw = dict(method=method, alpha=val["alpha"], inner_steps=K, delta=val["delta"], **options)
                     start = time.perf_counter()
-                    cpu = peak_bytes(model, supports, queries, device="cpu", **kw)
+                    cpu = peak_bytes(model, supports, queries, device="cpu", **PLAIN_DIFFERENCES, **kw)
                     cpu_seconds = time.perf_counter() - start
                     meta = peaks(variant, width, st["depth"], K, st["meta_batch"], val["length"], part="validation",
                                  shots=st["shots"], queries=st["queries"], network=network, setting=name,
@@ -330,7 +330,8 @@ def _checkpoints(cfg, records: list, progress) -> None:
             infos = []
             start = time.perf_counter()
             peak = measure(lambda: infos.append(meta_gradient_batch(model, S, Q, method=method, inner_steps=K,
-                                                                    return_info=True, **common, **options)[1]),
+                                                                    return_info=True, **common, **PLAIN_DIFFERENCES,
+                                                                    **options)[1]),
                            *model.parameters(), *S, *Q, device="meta").peak_bytes
             records.append(dict(part="checkpoint", network="cnn1d", method=method, variant=variant, checkpoint_every=c,
                                 options=options, width=width, depth=depth, inner_steps=K, meta_batch=B, length=L,
@@ -356,7 +357,8 @@ def _time_checkpoints(cfg, records: list, progress) -> None:
     calls = {}
     for r in rows:
         calls[id(r)] = (lambda m=r["method"], o=r["options"]: meta_gradient_batch(
-            model, supports, queries, method=m, alpha=cfg["alpha"], inner_steps=K, delta=cfg["delta"], **o))
+            model, supports, queries, method=m, alpha=cfg["alpha"], inner_steps=K, delta=cfg["delta"],
+            **PLAIN_DIFFERENCES, **o))
         r["times"] = []
     for rep in range(ck["repeats"]):
         for r in rows:

@@ -49,7 +49,7 @@ from torch import nn
 from fobtheory import campaign, plotting
 from fobtheory.data import EpisodeSampler, cache_dir, code_version, load_mnist1d
 from fobtheory.memory import wall_time
-from fobtheory.nn import CNN1D, METHODS, adapted_accuracy, meta_gradient_batch
+from fobtheory.nn import CNN1D, METHODS, PLAIN_DIFFERENCES, adapted_accuracy, meta_gradient_batch
 from fobtheory.results import DamagedResult, claim, environment, make_results, read_json, save_figure, verdict
 
 NAME = "mnist1d"
@@ -298,9 +298,8 @@ def train(cfg, data, *, activation, shots, method, seed, guard=False, frozen=Fal
             state = saved["state"]
             progress.update(state["step"])
     kw = dict(method=method, alpha=cfg["alpha"], inner_steps=cfg["inner_steps"], delta=cfg["delta"],
-              kink_tol=cfg["kink_tol"] if guard else None, return_info=True)
-    if frozen:
-        kw["freeze_pattern"] = True
+              kink_tol=cfg["kink_tol"] if guard else None, return_info=True,
+              **({"freeze_pattern": True} if frozen else PLAIN_DIFFERENCES))
     for step in range(state["step"], cfg["meta_steps"]):
         if step in wanted:
             state["snapshots"][step] = _copy(model)
@@ -459,7 +458,7 @@ def measure_seconds(cfg, data, keys, rounds: int) -> dict:
             batch, episodes_ = batches[act, shots]
             steps[key].append(wall_time(lambda: meta_gradient_batch(  # noqa: B023 (called at once)
                 models[act], *batch, method=method, alpha=cfg["alpha"], inner_steps=k, delta=cfg["delta"],
-                **({"freeze_pattern": True} if frozen else {})), cfg["device"]))
+                **({"freeze_pattern": True} if frozen else PLAIN_DIFFERENCES)), cfg["device"]))
             episodes[key].append(wall_time(lambda: evaluate(  # noqa: B023
                 models[act], episodes_, dict(cfg, inner_steps=k)), cfg["device"]) / len(episodes_))
     return {key: (float(np.median(steps[key][1:])), float(np.median(episodes[key][1:]))) for key in keys}
@@ -550,7 +549,7 @@ def plan_seconds(cfg, data, keys, rounds: int, root) -> PlanSeconds:
 
 def _timed_variants(cfg) -> list[tuple[str, dict]]:
     """(label, options) of each method timed: the plain ones, and frozen FO-B if planned."""
-    variants = [(m, {}) for m in cfg["methods"]]
+    variants = [(m, PLAIN_DIFFERENCES) for m in cfg["methods"]]
     if any(u.frozen for u in _plan(cfg)):
         variants += [(f"{m}+frozen", dict(freeze_pattern=True)) for m in FROZEN_METHODS if m in cfg["methods"]]
     return variants

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from fobtheory import plotting
-from fobtheory.nn import meta_gradient_batch
+from fobtheory.nn import PLAIN_DIFFERENCES, meta_gradient_batch
 from fobtheory.progress import track
 from fobtheory.results import claim, make_results, save_figure, verdict
 
@@ -119,7 +119,7 @@ def fidelity(cfg, training, activation, snapshots: dict, episodes) -> list[dict]
                 for delta in deltas:
                     errs, info = errors(method=method, delta=delta,
                                         kink_tol=training["kink_tol"] if guard else None,
-                                        **(dict(freeze_pattern=True) if frozen else {}))
+                                        **({"freeze_pattern": True} if frozen else PLAIN_DIFFERENCES))
                     est = dict(base, method=method, kink_guard=guard, freeze_pattern=frozen, delta=delta)
                     rows += [dict(est, kind="fidelity", episode=e, error=err) for e, err in enumerate(errs)]
                     rows.append(dict(est, kind="kink_info", tasks=len(errs), kink_retries=info.kink_retries,

@@ -64,7 +64,7 @@ from scipy import stats
 from fobtheory import campaign, plotting
 from fobtheory.data import cache_dir, code_version
 from fobtheory.experiments import mnist1d
-from fobtheory.nn import flatten, meta_gradient_batch
+from fobtheory.nn import PLAIN_DIFFERENCES, flatten, meta_gradient_batch
 from fobtheory.results import claim, environment, make_results, save_figure, verdict
 
 NAME = "mnist1d_paired"
@@ -336,7 +336,7 @@ def train_unit(cfg, cell: Cell, seed: int, progress=None) -> dict:
     opts = {arm: torch.optim.Adam(m.parameters(), lr=cfg["lr"]) for arm, m in models.items()}
     kw = dict(alpha=cell.alpha, inner_steps=cell.inner_steps)
     fob_kw = dict(kw, method="fob_symmetric", delta=cfg["delta"],
-                  **({"freeze_pattern": True} if cell.activation in cfg["frozen_activations"] else {}))
+                  **({"freeze_pattern": True} if cell.activation in cfg["frozen_activations"] else PLAIN_DIFFERENCES))
     noise = torch.Generator().manual_seed(10_007 * seed + 1)
     curve, best, profile = [], {}, None
     start = time.perf_counter()

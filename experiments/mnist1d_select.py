@@ -61,7 +61,7 @@ from scipy import stats
 from fobtheory import campaign, plotting
 from fobtheory.experiments import mnist1d
 from fobtheory.memory import peak_bytes, wall_time
-from fobtheory.nn import METHODS, meta_gradient_batch
+from fobtheory.nn import METHODS, PLAIN_DIFFERENCES, meta_gradient_batch
 from fobtheory.results import DamagedResult, claim, load_results, make_results, save_figure, verdict
 
 NAME = "mnist1d_select"
@@ -513,7 +513,7 @@ def cost(cfg, data, state) -> list[dict]:
     def call(v, point, shots):
         return dict(model=models[v.activation], supports=batches[shots][0], queries=batches[shots][1],
                     method=v.method, alpha=point[0], inner_steps=point[1], delta=cfg["delta"],
-                    **({"freeze_pattern": True} if v.frozen else {}))
+                    **({"freeze_pattern": True} if v.frozen else PLAIN_DIFFERENCES))
 
     times = {e: [] for e in entries}
     for _ in range(cfg["timing_rounds"] + 1):  # the first round warms up

@@ -34,7 +34,7 @@ from fobtheory.data import EpisodeSampler, load_mnist1d
 from fobtheory.experiments import memory, memory_scale
 from fobtheory.experiments.mnist1d import kinked_cnn, stack
 from fobtheory.memory import peak_bytes
-from fobtheory.nn import CNN1D, adapted_accuracy, meta_gradient_batch
+from fobtheory.nn import CNN1D, PLAIN_DIFFERENCES, adapted_accuracy, meta_gradient_batch
 from fobtheory.progress import track
 from fobtheory.results import claim, make_results, save_figure, verdict
 
@@ -116,7 +116,8 @@ def costs(cfg) -> list[dict]:
         records.append(dict(part="scale", variant=variant, method=method, width=s["width"], depth=s["depth"],
                             inner_steps=s["inner_steps"], meta_batch=s["meta_batch"],
                             peak_bytes=peak_bytes(model, supports, queries, method=method, alpha=m["alpha"],
-                                                  inner_steps=s["inner_steps"], delta=m["delta"], **options)))
+                                                  inner_steps=s["inner_steps"], delta=m["delta"],
+                                                  **PLAIN_DIFFERENCES, **options)))
     return records
 
 
@@ -181,7 +182,7 @@ def kernels(cfg) -> list[dict]:
     c = cfg["kernel"]
     native, kernel = kernel_mlp(nn.SiLU(), cfg["seed"]), kernel_mlp(Kernel(), cfg["seed"])
     supports, queries = _random_episodes(c["tasks"], 10, 15, 40, cfg["seed"])
-    kw = dict(alpha=c["alpha"], inner_steps=c["inner_steps"], delta=c["delta"])
+    kw = dict(alpha=c["alpha"], inner_steps=c["inner_steps"], delta=c["delta"], **PLAIN_DIFFERENCES)
     ref = _flat(meta_gradient_batch(native, supports, queries, method="maml", **kw))
     records = []
     for method in ("maml", "maml_hvp", "fo_maml", "fob_symmetric", "fob_forward"):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fobtheory.nn import ALL_METHODS, flatten, meta_gradient
+from fobtheory.nn import ALL_METHODS, PLAIN_DIFFERENCES, flatten, meta_gradient
 from fobtheory.results import claim, make_results, verdict, write_json_atomic
 
 NAME = "second_order_cuda_check"
@@ -88,7 +88,7 @@ def run(device="cuda", tasks=4, inner_steps=2, alpha=0.1, delta=1e-2, seed=0) ->
             model, supports_, queries_ = model.half(), (supports[0].half(), supports[1]), (queries[0].half(), queries[1])
         else:
             supports_, queries_ = supports, queries
-        kw = dict(alpha=alpha, inner_steps=inner_steps, delta=delta)
+        kw = dict(alpha=alpha, inner_steps=inner_steps, delta=delta, **PLAIN_DIFFERENCES)
         with _kernels(network, fast=False):
             ref = _meta_gradients(model, supports_, queries_, "maml", **kw)
             floors[network] = _error(_meta_gradients(model, supports_, queries_, "fob_symmetric", **kw), ref)

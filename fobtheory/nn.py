@@ -19,15 +19,20 @@ and probes its forward once: BatchNorm normalises with the statistics of the set
 its running buffers are left untouched, custom ``autograd.Function`` s that ``vmap`` cannot
 take run task by task, and second-order methods refuse Functions without second derivatives.
 
-With ``freeze_pattern=True`` the inner oracle is anchored (:mod:`fobtheory.estimators`): at
-the points of a stencil around ``x_k`` it evaluates the gradient with the activation pattern
-of ``x_k`` (:mod:`fobtheory.patterns`), recorded by one extra forward pass per backward step.
+FO-B methods freeze activation patterns by default (``freeze_pattern="auto"``): where the
+model has kinked modules (ReLU, max-pooling, ...) the inner oracle is anchored
+(:mod:`fobtheory.estimators`): at the points of a stencil around ``x_k`` it evaluates the
+gradient with the activation pattern of ``x_k`` (:mod:`fobtheory.patterns`). Where plain
+differences run on a kinked network anyway (``freeze_pattern=False``, the paper's
+estimator, or kinks no module holds), ``fob_symmetric`` counts the steps whose one-sided
+differences disagree and warns when there are any.
 """
 from __future__ import annotations
 
 import re
 import warnings
 import weakref
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -39,7 +44,7 @@ from . import arrays, estimators
 from .checks import integer, positive
 from .model_checks import Probe, batch_statistics, check_data, require_second_order
 from .models import ACTIVATIONS, CNN1D, Conv4  # noqa: F401  (re-exported: fobtheory.nn.CNN1D, .Conv4 are the contract)
-from .patterns import PatternHooks
+from .patterns import PatternHooks, kinked_modules
 
 METHODS = ("maml", "fo_maml", "reptile", "fob_forward", "fob_symmetric")  # the methods trained and compared
 ALL_METHODS = METHODS + ("maml_hvp",)  # and exact MAML by Hessian-vector products, the memory-lean reference
@@ -263,6 +268,12 @@ _UNFROZEN: "weakref.WeakKeyDictionary[nn.Module, list[str]]" = weakref.WeakKeyDi
 # the options of the FO-B estimators that :func:`meta_gradient_batch` passes on (and maml_hvp's hvp)
 OPTIONS = ("normalize", "kink_tol", "store_iterates", "stack_stencil", "freeze_pattern", "kink_check",
            "checkpoint_every", "hvp")
+# kink_check's tolerance where plain differences meet a kink: the one-sided differences of a step that
+# crosses kinks disagree by O(1) of their mean, those of a smooth piece by O(delta) (roundoff aside);
+# experiments/bench_kink_check.py counts both on ReLU networks in float32 at the default delta
+KINK_CHECK = 0.1
+# the paper's estimator as the experiments measure it: plain differences, nothing counted
+PLAIN_DIFFERENCES = {"freeze_pattern": False, "kink_check": None}
 
 
 def _check_method(method: str, options: dict, alpha, inner_steps):
@@ -271,8 +282,15 @@ def _check_method(method: str, options: dict, alpha, inner_steps):
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}: the options are {list(OPTIONS)}")
-    freeze_pattern = options.get("freeze_pattern", False)
-    if freeze_pattern and not method.startswith("fob_"):
+    freeze_pattern, kink_check = options.get("freeze_pattern", "auto"), options.get("kink_check", "auto")
+    if not (isinstance(freeze_pattern, bool) or freeze_pattern == "auto"):
+        raise ValueError(f"freeze_pattern must be True, False or 'auto', got {freeze_pattern!r}")
+    if not (kink_check is None or isinstance(kink_check, str) and kink_check == "auto"):
+        try:
+            positive("kink_check", kink_check)
+        except ValueError:
+            raise ValueError(f"kink_check must be 'auto', None or a finite number > 0, got {kink_check!r}") from None
+    if freeze_pattern is True and not method.startswith("fob_"):
         raise ValueError(f"freeze_pattern=True applies to fob_forward and fob_symmetric only, got method={method!r}: "
                          "it freezes the activation pattern at the points of a finite-difference stencil, and "
                          f"{method} {'differentiates through the pattern already' if method in SECOND_ORDER else 'has no stencil'}")
@@ -311,7 +329,8 @@ def _meta_gradient(model, supports, queries, thetas, *, batched: bool, method: s
                    store_iterates: bool = True, stack_stencil: bool = True, freeze_pattern: bool = False,
                    kink_check: float | None = None, checkpoint_every: int | None = None, hvp: str = "forward"):
     """``(flat meta-gradients, EstimateInfo or None)`` at ``thetas``: one row per task when
-    ``batched``, else one task (see :func:`meta_gradient_batch` for the options)."""
+    ``batched``, else one task (see :func:`meta_gradient_batch` for the options, here
+    resolved by :func:`_guard`: ``freeze_pattern`` a bool, ``kink_check`` a number or None)."""
     if method == "maml":
         g = _second_order(method, lambda: _maml(model, supports, queries, alpha, inner_steps, loss, thetas,
                                                      batched))
@@ -331,22 +350,86 @@ def _meta_gradient(model, supports, queries, thetas, *, batched: bool, method: s
             return estimators.fo_maml(thetas, inner, outer, **common)
         if method == "reptile":
             return estimators.reptile(thetas, inner, outer, **common)
-        first = supports[0][0] if batched else supports[0]
-        unfrozen = []
-        if freeze_pattern:
-            if model not in _UNFROZEN:  # the forward's code is the model's: checked once per model
-                _UNFROZEN[model] = hooks.find_unfrozen(lambda: model(first))
-            unfrozen = _UNFROZEN[model]
-        g, info = estimators.fob_maml(thetas, inner, outer, delta=delta, normalize=normalize, kink_tol=kink_tol,
-                                      kink_check=kink_check, store_iterates=store_iterates,
-                                      stack_stencil=stack_stencil, checkpoint_every=checkpoint_every,
-                                      scheme=method.removeprefix("fob_"), **common)
-    info.unfrozen_kinks = unfrozen
-    if unfrozen:
-        warnings.warn(f"freeze_pattern=True froze the kinks of {len(hooks.modules)} modules, but the forward also "
-                      f"calls {', '.join(unfrozen)} outside them: those kinks are not frozen (use nn.ReLU, "
-                      "nn.LeakyReLU, nn.ReLU6, nn.Hardtanh, nn.PReLU or nn.MaxPool1d/2d modules)", stacklevel=3)
-    return g, info
+        return estimators.fob_maml(thetas, inner, outer, delta=delta, normalize=normalize, kink_tol=kink_tol,
+                                   kink_check=kink_check, store_iterates=store_iterates, stack_stencil=stack_stencil,
+                                   checkpoint_every=checkpoint_every, scheme=method.removeprefix("fob_"), **common)
+
+
+@dataclass(frozen=True)
+class _Guard:
+    """How an FO-B call treats the kinks of its model: ``freeze`` the patterns of its kinked
+    modules, count with ``kink_check`` the steps whose one-sided differences disagree;
+    ``unfrozen``: the kinked functions its forward calls outside those modules; ``kinks``:
+    every kink the plain differences run into (empty where they run on smooth pieces only);
+    ``unchecked``: why plain differences on kinks go unchecked (no free check), or ``""``."""
+
+    freeze: bool = False
+    kink_check: float | None = None
+    unfrozen: tuple[str, ...] = ()
+    kinks: tuple[str, ...] = ()
+    unchecked: str = ""
+
+
+def _unfrozen(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The kinked torch functions that ``model``'s forward calls outside the modules
+    :class:`fobtheory.patterns.PatternHooks` freezes (one forward pass on ``x``, once per model:
+    the forward's code is the model's)."""
+    if model not in _UNFROZEN:
+        with PatternHooks(model) as hooks:
+            _UNFROZEN[model] = hooks.find_unfrozen(lambda: model(x))
+    return _UNFROZEN[model]
+
+
+def _guard(model: nn.Module, x: torch.Tensor, method: str, options: dict) -> _Guard:
+    """The FO-B options ``freeze_pattern`` and ``kink_check`` as they run on ``model`` (one
+    task's input ``x``): ``"auto"`` freezes where the model has kinked modules, and checks with
+    :data:`KINK_CHECK` where plain differences still meet a kink and the check is free: it
+    compares gradients the estimator computes anyway, except ``grad f(x_k)`` of ``fob_forward``'s
+    missing side and of recomputed iterates (``store_iterates=False``: one gradient call per step)."""
+    freeze, check = options.get("freeze_pattern", "auto"), options.get("kink_check", "auto")
+    if not method.startswith("fob_") or freeze is False and check is None:
+        return _Guard()  # nothing to freeze, check or warn about
+    modules, unfrozen = sorted({type(m).__name__ for m in kinked_modules(model)}), tuple(_unfrozen(model, x))
+    freeze = bool(modules) if freeze == "auto" else freeze
+    kinks = unfrozen if freeze else (*modules, *unfrozen)
+    if check != "auto":
+        return _Guard(freeze, check, unfrozen, kinks)
+    if not kinks:
+        return _Guard(freeze, None, unfrozen, kinks)
+    if method == "fob_forward":
+        why = "its one-sided difference cannot tell a step that crosses one"
+    elif not options.get("store_iterates", True) and options.get("checkpoint_every") is None:
+        why = (f"with store_iterates=False the check is not free (kink_check={KINK_CHECK:g} checks every step for "
+               "one more gradient call each)")
+    else:
+        return _Guard(freeze, KINK_CHECK, unfrozen, kinks)
+    return _Guard(freeze, None, unfrozen, kinks, unchecked=why)
+
+
+def _warn(guard: _Guard, info, method: str, task_steps: int, shape_only: bool):
+    """Warnings for a meta-gradient whose differences met kinks (none on shape-only input,
+    which has no values to check)."""
+    if guard.freeze and guard.unfrozen:
+        warnings.warn(f"freeze_pattern froze the kinks of the model's ReLU-like and max-pooling modules, but the "
+                      f"forward also calls {', '.join(guard.unfrozen)} outside them: those kinks are not frozen (use "
+                      "nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Hardtanh, nn.PReLU or nn.MaxPool1d/2d modules)",
+                      stacklevel=4)
+    if shape_only:
+        return
+    if info is not None and info.kink_suspects:
+        cause = (f"the steps cross kinks ({', '.join(guard.kinks)})" if guard.kinks else
+                 "the model has no kinks: roundoff or a large third derivative dominates at this delta")
+        warnings.warn(f"{method}: the one-sided differences of {info.kink_suspects} of {task_steps} task-steps "
+                      f"disagree by more than kink_check={guard.kink_check:g} of their mean: {cause}, and the "
+                      "meta-gradient may be far from MAML's. Freeze the activation patterns (freeze_pattern=True or "
+                      "'auto', with the kinks in nn.ReLU-like or max-pooling modules), or use a smaller delta in "
+                      "float64; kink_check=None turns this check off", stacklevel=4)
+    if guard.unchecked:
+        warnings.warn(f"{method} runs plain finite differences on a network with kinks ({', '.join(guard.kinks)}), "
+                      f"unchecked: {guard.unchecked}. Its meta-gradient may be far from MAML's: freeze the activation "
+                      "patterns (freeze_pattern=True or 'auto', with the kinks in nn.ReLU-like or max-pooling modules), "
+                      "or use fob_symmetric with stored iterates, checked for free; kink_check=None silences this "
+                      "warning", stacklevel=4)
 
 
 def _merged(infos: list) -> estimators.EstimateInfo | None:
@@ -354,8 +437,7 @@ def _merged(infos: list) -> estimators.EstimateInfo | None:
     residual is the largest."""
     if infos[0] is None:
         return None
-    merged = estimators.EstimateInfo(fixed_point_residual=max(i.fixed_point_residual for i in infos),
-                                     unfrozen_kinks=infos[0].unfrozen_kinks)
+    merged = estimators.EstimateInfo(fixed_point_residual=max(i.fixed_point_residual for i in infos))
     for info in infos:
         for name in ("inner_grad_calls", "outer_grad_calls", "inner_hvp_calls", "kink_retries", "kink_unresolved",
                      "kink_suspects"):
@@ -369,6 +451,24 @@ def _task_by_task(model, supports, queries, thetas, **kw):
     rows = [_meta_gradient(model, tuple(t[b] for t in supports), tuple(t[b] for t in queries), thetas[b],
                            batched=False, **kw) for b in range(thetas.shape[0])]
     return torch.stack([g for g, _ in rows]), _merged([info for _, info in rows])
+
+
+def _guarded(model, supports, queries, thetas, *, batched: bool, by_task: bool, method: str, inner_steps: int,
+             options: dict, **kw):
+    """``_meta_gradient`` (of a batch ``by_task``: one task at a time) with the kinks of the
+    model handled as :func:`_guard` says, and the warnings of :func:`_warn`."""
+    with batch_statistics(model):
+        guard = _guard(model, supports[0][0] if batched else supports[0], method, options)
+        kw = {**kw, **options, "method": method, "inner_steps": inner_steps, "freeze_pattern": guard.freeze,
+              "kink_check": guard.kink_check}
+        if by_task:
+            g, info = _task_by_task(model, supports, queries, thetas, **kw)
+        else:
+            g, info = _meta_gradient(model, supports, queries, thetas, batched=batched, **kw)
+    if info is not None and method.startswith("fob_"):
+        info.unfrozen_kinks = list(guard.unfrozen)
+    _warn(guard, info, method, inner_steps * (thetas.shape[0] if batched else 1), arrays.is_shape_only(thetas))
+    return g, info
 
 
 def _prepare(model, supports, queries, *, batched, method, options, alpha, inner_steps, loss) -> Probe:
@@ -412,18 +512,33 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
     single gradient, slower), ``freeze_pattern`` and ``kink_check``. ``maml_hvp`` takes
     ``store_iterates`` and ``checkpoint_every`` too.
 
-    ``freeze_pattern=True`` (FO-B methods only) evaluates the stencil gradients around
-    ``x_k`` with the activation pattern of ``x_k`` for the kinked modules of
-    :mod:`fobtheory.patterns` (ReLU, LeakyReLU, ReLU6, Hardtanh, PReLU, MaxPool1d/2d): the
-    finite difference of the smooth piece that autograd differentiates, O(delta^2) even
-    where a step would cross a kink. The patterns of the inner loop's iterates are recorded
+    Kinks (ReLU, max-pooling, ...). A finite difference whose step crosses an activation
+    kink compares two smooth pieces and can be off by orders of magnitude (in float32 at the
+    default delta, nearly every step of a ReLU network crosses one), while MAML
+    differentiates the piece the point is on. ``freeze_pattern="auto"`` (the default) and
+    ``True`` evaluate the stencil gradients around ``x_k`` with the activation pattern of
+    ``x_k`` for the kinked modules of :mod:`fobtheory.patterns` (ReLU, LeakyReLU, ReLU6,
+    Hardtanh, PReLU, MaxPool1d/2d, each module as often as the forward calls it): the finite
+    difference of the smooth piece that autograd differentiates, O(delta^2) even where a
+    step would cross a kink. ``"auto"`` freezes where the model has such modules (on a
+    smooth model it is the plain difference, to the bit) and is ignored by the other
+    methods; ``True`` refuses them. The patterns of the inner loop's iterates are recorded
     during their gradient calls and kept while the iterates are (one byte per activation for
     ReLU: with ``store_iterates`` K such sets; otherwise one forward pass per backward step
-    records the anchor's, and memory stays flat in K). Kinks it cannot freeze (``F.relu`` in a forward,
-    ``torch.abs``, ``x.clamp()``, ...) are named in ``info.unfrozen_kinks``, with a warning;
-    ``kink_check=c`` also counts in ``info.kink_suspects`` the task-steps whose one-sided
-    differences disagree by more than the fraction c (see ``fobtheory.estimators.fob_maml``;
-    it keeps ``grad f(x_k)``: K more parameter vectors with stored iterates).
+    records the anchor's, and memory stays flat in K). Kinks it cannot freeze (``F.relu`` in
+    a forward, ``torch.abs``, ``x.clamp()``, ...) are named in ``info.unfrozen_kinks``, with
+    a warning. ``freeze_pattern=False`` is the paper's plain estimator.
+
+    ``kink_check=c`` counts in ``info.kink_suspects`` the task-steps of ``fob_symmetric``
+    whose one-sided differences disagree by more than the fraction c of their mean (see
+    ``fobtheory.estimators.fob_maml``; no gradient call, it keeps ``grad f(x_k)``: K more
+    parameter vectors with stored iterates), and warns when there are any. The default
+    ``"auto"`` checks with :data:`KINK_CHECK` wherever plain differences meet a kink (a
+    kinked model with ``freeze_pattern=False``, or kinks no module holds) and the check is
+    free, and warns there otherwise that they run unchecked: ``fob_forward`` has no second
+    side to compare, and with ``store_iterates=False`` each ``grad f(x_k)`` would cost a
+    gradient call. ``None`` checks nothing and stays silent (:data:`PLAIN_DIFFERENCES` is the
+    paper's estimator, unchecked).
 
     The model as users write it (:mod:`fobtheory.model_checks`): BatchNorm in training mode
     normalises with the batch statistics of the set at hand (the support set in the inner
@@ -442,16 +557,13 @@ def meta_gradient_batch(model: nn.Module, supports, queries, *, method: str, alp
     found = _prepare(model, supports, queries, batched=True, method=method, options=options, alpha=alpha,
                      inner_steps=inner_steps, loss=loss)
     supports, queries = tuple(supports), tuple(queries)
-    thetas = _parameters(model).expand(supports[0].shape[0], -1)
-    kw = dict(method=method, alpha=alpha, inner_steps=inner_steps, delta=delta, loss=loss, **options)
-    with batch_statistics(model):
-        if found.classic_functions:
-            warnings.warn(f"{', '.join(found.classic_functions)} (custom autograd.Function without setup_context) "
-                          "cannot run under torch.func.vmap: the tasks run one at a time. Give it a setup_context "
-                          "staticmethod and generate_vmap_rule = True to batch them", stacklevel=2)
-            g, info = _task_by_task(model, supports, queries, thetas, **kw)
-        else:
-            g, info = _meta_gradient(model, supports, queries, thetas, batched=True, **kw)
+    if found.classic_functions:
+        warnings.warn(f"{', '.join(found.classic_functions)} (custom autograd.Function without setup_context) "
+                      "cannot run under torch.func.vmap: the tasks run one at a time. Give it a setup_context "
+                      "staticmethod and generate_vmap_rule = True to batch them", stacklevel=2)
+    g, info = _guarded(model, supports, queries, _parameters(model).expand(supports[0].shape[0], -1), batched=True,
+                       by_task=bool(found.classic_functions), method=method, alpha=alpha, inner_steps=inner_steps,
+                       delta=delta, loss=loss, options=options)
     out = _split(g, parameter_spec(model))
     return (out, info) if return_info else out
 
@@ -467,10 +579,8 @@ def meta_gradient(model: nn.Module, support, query, *, method: str, alpha: float
     """
     _prepare(model, support, query, batched=False, method=method, options=options, alpha=alpha,
              inner_steps=inner_steps, loss=loss)
-    with batch_statistics(model):
-        g, info = _meta_gradient(model, tuple(support), tuple(query), _parameters(model), batched=False,
-                                 method=method, alpha=alpha, inner_steps=inner_steps, delta=delta, loss=loss,
-                                 **options)
+    g, info = _guarded(model, tuple(support), tuple(query), _parameters(model), batched=False, by_task=False,
+                       method=method, alpha=alpha, inner_steps=inner_steps, delta=delta, loss=loss, options=options)
     grads = _split(g, parameter_spec(model))
     return (grads, info) if return_info else grads
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from fobtheory.experiments import execute, memory_cuda_check, memory_scale
 from fobtheory.memory import peak_bytes
+from fobtheory.nn import PLAIN_DIFFERENCES
 from fobtheory.results import load_results
 
 TINY = dict(cards={"small": 2**20, "large": 1.7 * 2**20}, widths=[8, 16, 24],
@@ -86,7 +87,8 @@ def test_the_sweep_finds_the_brute_force_frontier(tmp_path, grid):
                 model, S, Q = memory_scale.shape_only_batch(full, w, row["depth"], row["meta_batch"], row["length"],
                                                             network=row["network"])
                 peaks[key] = peak_bytes(model, S, Q, method=method, alpha=full["alpha"],
-                                        inner_steps=row["inner_steps"], delta=full["delta"], **options)
+                                        inner_steps=row["inner_steps"], delta=full["delta"], **PLAIN_DIFFERENCES,
+                                        **options)
         fitting = [w for w in widths if row["margin"] * peaks[(row["network"], row["variant"], w, *[
             row[k] for k in ("depth", "inner_steps", "meta_batch", "length")])] <= row["capacity"]]
         assert row["width"] == (max(fitting) if fitting else None), row
@@ -116,7 +118,8 @@ def test_cuda_check_chooses_the_first_point_where_maml_overflows_and_fob_fits():
     def predict(method, options, p):
         seen.append((method, p["width"], p["inner_steps"]))
         model, S, Q = memory_scale.shape_only_batch(cfg, p["width"], p["depth"], p["meta_batch"], p["length"])
-        return peak_bytes(model, S, Q, method=method, alpha=0.4, inner_steps=p["inner_steps"], **options)
+        return peak_bytes(model, S, Q, method=method, alpha=0.4, inner_steps=p["inner_steps"], **PLAIN_DIFFERENCES,
+                          **options)
 
     maml = {(p["width"], p["inner_steps"]): predict("maml", {}, p) for p in points}
     free = sorted(maml.values())[2]  # the three smallest MAML peaks fit (the third exactly)

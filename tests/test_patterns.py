@@ -1,11 +1,15 @@
 """Frozen activation patterns: FO-B-MAML on ReLU-like networks against autograd's MAML."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from fobtheory.nn import CNN1D, meta_gradient, meta_gradient_batch
+from fobtheory.nn import CNN1D, PLAIN_DIFFERENCES, meta_gradient, meta_gradient_batch
 from fobtheory.patterns import PatternHooks, kinked_modules
 from fobtheory.rates import fit_rate
 
@@ -111,9 +115,14 @@ def test_frozen_patterns_match_autograd_maml_at_rate_two_where_plain_differences
     forward = [errors(model, supports, queries, reference, method="fob_forward", delta=d, freeze_pattern=True).max()
                for d in deltas]
     assert fit_rate(deltas, forward).covers(1, 0.15), (name, forward)
-    # the plain difference crosses kinks on some task: its worst error is far above the frozen one
-    plain = errors(model, supports, queries, reference, method="fob_symmetric", delta=1e-2)
+    # the plain difference crosses kinks on some task: its worst error is far above the frozen one, and it says so
+    with pytest.warns(UserWarning, match=r"of 6 task-steps disagree by more than kink_check=0.1"):
+        plain = errors(model, supports, queries, reference, method="fob_symmetric", delta=1e-2, freeze_pattern=False)
     assert plain.max() > 100 * frozen[np.argmin(abs(deltas - 1e-2))]
+    # the default freezes the patterns: the same numbers as the explicit call
+    kw = dict(method="fob_symmetric", alpha=ALPHA, delta=1e-2)
+    assert torch.equal(flat(meta_gradient_batch(model, supports, queries, **kw)),
+                       flat(meta_gradient_batch(model, supports, queries, freeze_pattern=True, **kw)))
 
 
 @pytest.mark.parametrize("K,store", [(3, True), (3, False)])
@@ -132,14 +141,31 @@ def test_frozen_equals_plain_on_smooth_activations_and_away_from_kinks():
     supports, queries = batch_of_episodes(n_tasks=3, seed=4)
     gelu = CNN1D(width=6, activation="gelu").double()
     kw = dict(method="fob_symmetric", alpha=ALPHA, delta=1e-3)
-    assert torch.equal(flat(meta_gradient_batch(gelu, supports, queries, freeze_pattern=True, **kw)),
-                       flat(meta_gradient_batch(gelu, supports, queries, **kw)))
+    plain = flat(meta_gradient_batch(gelu, supports, queries, freeze_pattern=False, **kw))
+    assert torch.equal(flat(meta_gradient_batch(gelu, supports, queries, freeze_pattern=True, **kw)), plain)
+    assert torch.equal(flat(meta_gradient_batch(gelu, supports, queries, **kw)), plain)  # the default: plain here
     # ReLU at a step far too small to cross a kink: both evaluate the same piece
     relu = CNN1D(width=6, activation="relu").double()
     kw.update(delta=1e-9)
     a = flat(meta_gradient_batch(relu, supports, queries, freeze_pattern=True, **kw))
-    b = flat(meta_gradient_batch(relu, supports, queries, **kw))
+    b = flat(meta_gradient_batch(relu, supports, queries, **PLAIN_DIFFERENCES, **kw))
     assert ((a - b).norm(dim=1) / b.norm(dim=1)).max() < 1e-6  # roundoff at delta 1e-9: eps/delta
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2**16), activation=st.sampled_from(["relu", "gelu", "tanh"]),
+       method=st.sampled_from(["fob_forward", "fob_symmetric"]), delta=st.sampled_from([1e-5, 1e-3, 1e-1]))
+def test_the_default_is_the_frozen_call_on_kinked_networks_and_the_plain_one_on_smooth_ones(seed, activation, method,
+                                                                                           delta):
+    torch.manual_seed(seed)
+    model = CNN1D(width=4, depth=2, activation=activation).double()
+    supports, queries = batch_of_episodes(n_tasks=2, n_support=5, n_query=5, seed=seed)
+    kw = dict(method=method, alpha=ALPHA, delta=delta)
+    same = dict(freeze_pattern=True) if activation == "relu" else PLAIN_DIFFERENCES
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every kink in a module, or none: nothing to warn about
+        assert torch.equal(flat(meta_gradient_batch(model, supports, queries, **kw)),
+                           flat(meta_gradient_batch(model, supports, queries, **same, **kw)))
 
 
 def test_hooks_are_removed_and_the_model_is_untouched():
@@ -158,6 +184,52 @@ def test_freeze_pattern_is_refused_by_methods_without_a_stencil(method):
     supports, queries = batch_of_episodes(n_tasks=2, dtype=torch.float32)
     with pytest.raises(ValueError, match="freeze_pattern=True applies to fob_forward and fob_symmetric only"):
         meta_gradient_batch(model, supports, queries, method=method, alpha=ALPHA, freeze_pattern=True)
+
+
+@pytest.mark.parametrize("method", ["maml", "maml_hvp", "fo_maml", "reptile"])
+def test_the_default_and_plain_differences_are_accepted_by_every_method(method):
+    model = CNN1D(width=4, activation="relu").double()
+    supports, queries = batch_of_episodes(n_tasks=2)
+    kw = dict(method=method, alpha=ALPHA)
+    default = flat(meta_gradient_batch(model, supports, queries, **kw))
+    assert torch.equal(flat(meta_gradient_batch(model, supports, queries, freeze_pattern="auto", **kw)), default)
+    assert torch.equal(flat(meta_gradient_batch(model, supports, queries, **PLAIN_DIFFERENCES, **kw)), default)
+
+
+@pytest.mark.parametrize("option,value", [("freeze_pattern", "yes"), ("freeze_pattern", 1), ("kink_check", 0),
+                                          ("kink_check", "on")])
+def test_bad_kink_options_are_refused(option, value):
+    model = CNN1D(width=4, activation="relu").double()
+    supports, queries = batch_of_episodes(n_tasks=2)
+    with pytest.raises(ValueError, match=option):
+        meta_gradient_batch(model, supports, queries, method="fob_symmetric", alpha=ALPHA, **{option: value})
+
+
+@pytest.mark.parametrize("method, options, why", [
+    ("fob_forward", {}, "its one-sided difference cannot tell"),
+    ("fob_symmetric", dict(store_iterates=False), "with store_iterates=False the check is not free")])
+def test_plain_differences_that_no_free_check_covers_warn_that_they_are_unchecked(trained, method, options, why):
+    name, model, supports, queries, _ = trained
+    kw = dict(method=method, alpha=ALPHA, delta=1e-2, inner_steps=2, return_info=True, **options)
+    with pytest.warns(UserWarning, match=f"{method} runs plain finite differences on a network with kinks .*{why}"):
+        _, info = meta_gradient_batch(model, supports, queries, freeze_pattern=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, paper = meta_gradient_batch(model, supports, queries, **PLAIN_DIFFERENCES, **kw)  # asked for: silent
+        meta_gradient_batch(model, supports, queries, **kw)  # the default freezes every kink of these modules
+    assert info.grad_calls == paper.grad_calls  # nothing was spent on a check
+
+
+def test_a_network_whose_kinks_no_module_holds_runs_plain_and_checked_by_default():
+    torch.manual_seed(5)
+    model = kinky(FunctionalReLU().double(), steps=30)
+    supports, queries = batch_of_episodes(n_tasks=8, seed=6)
+    kw = dict(method="fob_symmetric", alpha=ALPHA, delta=3e-2)
+    with pytest.warns(UserWarning, match=r"task-steps disagree by more than kink_check=0.1 .* cross kinks \(relu\)"):
+        g, info = meta_gradient_batch(model, supports, queries, return_info=True, **kw)
+    assert info.unfrozen_kinks == ["relu"] and info.kink_suspects >= 1
+    # the check only counts: the estimate is the unchecked one
+    assert torch.equal(flat(g), flat(meta_gradient_batch(model, supports, queries, **PLAIN_DIFFERENCES, **kw)))
 
 
 def test_a_kink_that_cannot_be_frozen_is_reported():
