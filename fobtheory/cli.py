@@ -84,7 +84,7 @@ def experiment(args) -> int:
 
 
 def claims(args) -> int:
-    from . import ledger
+    from . import docs_numbers, ledger
     from .experiments import default_out
 
     out = args.out or default_out(False)
@@ -106,6 +106,10 @@ def claims(args) -> int:
         changed = Path(args.docs).read_text() != text
         Path(args.docs).write_text(text)
         print(f"{'updated' if changed else 'unchanged'}: {args.docs}")
+        for page in sorted(Path(args.docs).parent.glob("*.rst")):  # the claims blocks of the other pages
+            if page != Path(args.docs) and docs_numbers.BLOCK.search(page.read_text()):
+                print(f"{'updated' if docs_numbers.update_page(page, out) else 'unchanged'}: "
+                      f"the claims blocks of {page}")
     return 0
 
 
@@ -241,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results folder (default figures/)")
     p.add_argument("--readme", default=None, help="also rewrite the generated blocks of this README (an existing file)")
     p.add_argument("--docs", default=None,
-                   help="also rewrite this generated docs page of the claims (an existing file, e.g. docs/claims.rst)")
+                   help="also rewrite this generated docs page of the claims (an existing file, e.g. "
+                        "docs/claims.rst) and the claims blocks of the pages beside it")
     p.add_argument("--force", action="store_true",
                    help="write quick results into --readme and --docs (refused without it: they are not the verdicts)")
     p.set_defaults(func=claims)

@@ -5,7 +5,7 @@ A page holds blocks between the reST comments ``.. claims <file>: <id> <id> ...`
 (verdict, statement, expected, measured) read from ``<folder>/<file>``, so that no measured
 number in the docs is typed by hand. Regenerate after a default run::
 
-    python -m fobtheory.docs_numbers docs/related.rst figures
+    fobtheory claims --readme README.md --docs docs/claims.rst
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ OTHER_COMMANDS = {
     "demo": "a table of each estimator's error against the closed-form meta-gradient on a logistic task",
 }
 BENCH = "bench_meta"
+KINK_CHECK_COST = "bench/kink_check_cost"
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -108,7 +109,26 @@ def speed_markdown(folder) -> str:
         f"{s['fob_symmetric_over_hvp']:.2f}x HVP-MAML's."])
 
 
+def kink_check_markdown(folder) -> str:
+    """The cost of the default kink check on plain differences, and what it flags
+    (``bench/kink_check_cost.json``): the table, then its largest ratios in one sentence."""
+    results = _load(folder, KINK_CHECK_COST)
+    if results is None:
+        return (f"No {KINK_CHECK_COST}.json in the results folder: "
+                "`python -m fobtheory.experiments.bench_kink_check` writes it.")
+    from .experiments.bench_kink_check import table
+
+    c, s = results["config"], results["summary"]
+    return "\n".join([
+        f"fob_symmetric in {c['dtype']}, delta {c['delta']:g}, K = {c['inner_steps']}, {c['meta_batch']} tasks, "
+        f"median of {c['rounds']} interleaved rounds (plain: the paper's estimator unchecked; checked: plain "
+        "differences with the default check; default: frozen patterns):",
+        "", table(results["records"]), "",
+        f"The check costs no gradient call: at most {s['max_check_time_ratio']:.2f}x the unchecked time and "
+        f"{s['max_check_peak_ratio']:.2f}x its peak memory (the K kept gradients), tolerance {s['kink_check']:g}."])
+
+
 def blocks(folder, rows: list[dict], prefix: str = "figures/") -> dict[str, str]:
     """The body of each generated block this module fills, by marker name."""
     return {"figures": figures_markdown(rows, prefix), "commands": commands_markdown(folder),
-            "bench": speed_markdown(folder)}
+            "bench": speed_markdown(folder), "kinkcheck": kink_check_markdown(folder)}

@@ -13,7 +13,7 @@ FAKE = {"experiment": "fake", "claims": [
 
 
 def test_the_related_methods_page_is_generated_from_the_committed_results():
-    """Regenerate with ``python -m fobtheory.docs_numbers docs/related.rst figures``."""
+    """Regenerate with ``fobtheory claims --readme README.md --docs docs/claims.rst``."""
     page = (ROOT / "docs" / "related.rst").read_text()
     assert render(page, ROOT / "figures") == page
     assert page.count(".. end claims") == 3 and "bilevel_f2sa_identity" in page

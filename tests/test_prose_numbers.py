@@ -29,8 +29,9 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst"))]
 NARRATIVE = {"results.rst"}
 NUMBER = re.compile(r"(?<![\w.^/\\(-])([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?![\w]|\.\d)(\s?(?:%|GB|GiB|MB|MiB))?")
 # numbers that are not measured: counts and indices up to 10 (claim numbers, "5-way 1-shot",
-# K and seeds), the paper's year and submission number, the torch version of the CPU hint
-ALLOWED = {*map(str, range(11)), "2026", "7738", "2019", "2.13.0"}
+# K and seeds), the paper's year and submission number, the years of cited papers, the torch version
+# of the CPU hint
+ALLOWED = {*map(str, range(11)), "2026", "7738", "2019", "2020", "2.13.0"}
 UNITS = {"%": 1e-2, "GB": 1e9, "GiB": 2.0 ** 30, "MB": 1e6, "MiB": 2.0 ** 20}
 
 
