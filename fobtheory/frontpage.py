@@ -15,6 +15,7 @@ OTHER_COMMANDS = {
     "demo": "a table of each estimator's error against the closed-form meta-gradient on a logistic task",
 }
 BENCH = "bench_meta"
+THUMBNAIL = 320  # pixels: a figure's width in the front page's table
 KINK_CHECK_COST = "bench/kink_check_cost"
 
 
@@ -37,8 +38,8 @@ def tally(rows: list[dict]) -> str:
 
 
 def figures_markdown(rows: list[dict], prefix: str = "figures/") -> str:
-    """One line per experiment that has figures: its title, its figures (links) and the tally
-    of its claims' verdicts."""
+    """One line per experiment that has figures: its title, its figures (thumbnails that link
+    to the full size) and the tally of its claims' verdicts."""
     from .experiments import TITLES
     from .ledger import _order
 
@@ -46,7 +47,8 @@ def figures_markdown(rows: list[dict], prefix: str = "figures/") -> str:
     for name in _order(rows):
         own = [r for r in rows if r["experiment"] == name]
         if own[0]["figures"]:
-            links = ", ".join(f"[{f}]({prefix}{f})" for f in own[0]["figures"])
+            links = " ".join(f'<a href="{prefix}{f}"><img src="{prefix}{f}" alt="{f}" width="{THUMBNAIL}"></a>'
+                             for f in own[0]["figures"])
             out.append(f"| {TITLES.get(name, name)} | {links} | {tally(own)} |")
     return "\n".join(out)
 
