@@ -31,8 +31,11 @@ validation accuracy on the curve episodes and reports test accuracy there too
 protocol version 2, the runs committed before it (their run keys unchanged).
 
 Intervals: the accuracy of a method is the mean over seeds of the mean over evaluation
-episodes; its 95% interval is a two-level bootstrap (seeds, then episodes). Differences
-between methods are paired: same seeds, same training episodes, same test episodes.
+episodes; its 95% interval is a t interval over the seed means (:func:`seed_interval`: with 3
+seeds, 2 degrees of freedom). Differences between methods are paired: same seeds, same
+training episodes, same test episodes. A claim whose verdict the earlier intervals (a
+bootstrap over seeds, then episodes, which at 3 seeds spans little more than the seed means'
+range) would have turned says so, with their numbers (:func:`note_flips`).
 """
 from __future__ import annotations
 
@@ -658,7 +661,27 @@ def _kink_summary(runs, cfg) -> dict:
     return out
 
 
+def note_flips(claims: list[dict], earlier: list[dict], seeds: int) -> list[dict]:
+    """``claims`` (on seed-level t intervals), each whose verdict differs from the same claim in
+    ``earlier`` (on the bootstrap over seeds, then episodes) saying so, with the earlier numbers."""
+    for new, old in zip(claims, earlier):
+        if new["verdict"] != old["verdict"]:
+            new["measured"] += (f"; with a bootstrap over seeds and episodes instead (too narrow at {seeds} seeds): "
+                                f"{old['measured']}, {old['verdict']}")
+    return claims
+
+
 def summarize(results: list[dict], timing_rows, cfg) -> tuple[dict, list[dict]]:
+    """The summary and claims on seed-level t intervals (:func:`seed_interval`), the claims
+    that the earlier bootstrap intervals would have decided otherwise noted (:func:`note_flips`)."""
+    summary = _summary(results, timing_rows, cfg, seed_interval, seed_paired)
+    earlier = _claims(_summary(results, timing_rows, cfg, _interval, _paired), results, cfg, _paired)
+    return summary, note_flips(_claims(summary, results, cfg, seed_paired), earlier, len(cfg["seeds"]))
+
+
+def _summary(results: list[dict], timing_rows, cfg, interval, paired) -> dict:
+    """Accuracy cells (intervals by ``interval``), differences to MAML (by ``paired``), kink
+    counts, timing and highlights."""
     summary = {"accuracy": {}, "accuracy_early": {}, "validation_accuracy": {}, "difference_to_maml": {}, "kinks": {},
                "timing": {r["method"] + ("+frozen" if r.get("freeze_pattern") else ""): r["ratio_to_maml"]
                           for r in timing_rows}}
@@ -666,18 +689,18 @@ def summarize(results: list[dict], timing_rows, cfg) -> tuple[dict, list[dict]]:
         key = f"{act}/{shots}shot/{method}{_suffix(guard, frozen)}"
         runs = sorted((r for r in results if _variant(r) == (act, shots, method, guard, frozen)),
                       key=lambda r: r["seed"])
-        summary["accuracy"][key] = _interval(_accuracies(results, act, shots, method, guard, frozen))
+        summary["accuracy"][key] = interval(_accuracies(results, act, shots, method, guard, frozen))
         if all(r.get("accuracy_early") for r in runs):  # test accuracy at the best validation step
-            summary["accuracy_early"][key] = _interval([np.asarray(r["accuracy_early"]) for r in runs])
+            summary["accuracy_early"][key] = interval([np.asarray(r["accuracy_early"]) for r in runs])
         if all(r.get("val_accuracy") for r in runs):
-            summary["validation_accuracy"][key] = _interval([np.asarray(r["val_accuracy"]) for r in runs])
+            summary["validation_accuracy"][key] = interval([np.asarray(r["val_accuracy"]) for r in runs])
         maml = _accuracies(results, act, shots, "maml")
         if method != "maml" and maml:
-            summary["difference_to_maml"][key] = _paired(_accuracies(results, act, shots, method, guard, frozen), maml)
+            summary["difference_to_maml"][key] = paired(_accuracies(results, act, shots, method, guard, frozen), maml)
         if all(r.get("kinks") for r in runs):
             summary["kinks"][key] = _kink_summary(runs, cfg)
     summary["highlights"] = _highlights(summary, cfg)
-    return summary, _claims(summary, results, cfg)
+    return summary
 
 
 def _highlights(summary, cfg) -> list[str]:
@@ -716,7 +739,9 @@ def _tracking_claim(id, statement, cells) -> dict:
                  "; ".join(f"{s}-shot: {_points(d)}" for s, d in cells), verdict(all(inside), any(outside)))
 
 
-def _claims(summary, results, cfg) -> list[dict]:
+def _claims(summary, results, cfg, paired) -> list[dict]:
+    """Tracking of MAML (from the summary's differences), FO-B against the better first-order
+    method and the guard's effect (intervals by ``paired``)."""
     claims = []
     diff = summary["difference_to_maml"]
     setting = f"delta={cfg['delta']:g} normalized, {cfg['dtype']}"
@@ -736,24 +761,24 @@ def _claims(summary, results, cfg) -> list[dict]:
             if not fob or not rivals:
                 continue
             best = max(rivals, key=lambda m: acc[f"{act}/{s}shot/{m}"]["mean"])
-            d = _paired(fob, _accuracies(results, act, s, best))
+            d = paired(fob, _accuracies(results, act, s, best))
             claims.append(claim(
                 f"fob_above_first_order_{act}_{s}shot",
                 f"FO-B-MAML symmetric is at or above FO-MAML and Reptile ({act.upper()}, 5-way {s}-shot)",
                 "difference to the better of FO-MAML/Reptile not below -1 point (95% interval)",
                 f"{_points(d)} vs {best}",
                 verdict(d["ci_low"] >= -1, d["ci_high"] < 0)))
-    return claims + _guard_claims(results, cfg)
+    return claims + _guard_claims(results, cfg, paired)
 
 
-def _guard_claims(results, cfg) -> list[dict]:
+def _guard_claims(results, cfg, paired) -> list[dict]:
     """Does the kink guard, switched on during meta-training, raise ReLU accuracy? Paired by seed."""
     cells = []
     for s in cfg["shots"]:
         on = _accuracies(results, "relu", s, "fob_symmetric", guard=True)
         off = _accuracies(results, "relu", s, "fob_symmetric")
         if on and len(on) == len(off):
-            cells.append((s, _paired(on, off)))
+            cells.append((s, paired(on, off)))
     if not cells:
         return []
     return [claim(

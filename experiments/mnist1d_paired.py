@@ -631,14 +631,18 @@ def _claims(summary, by_cell, cfg) -> list[dict]:
                     "FO-B - MAML, points: " + per_shot(field, _fmt) + f"; MAML perturbed - MAML ({which}, the same "
                     "test on MAML itself): " + ", ".join(f"{c.shots}-shot {_fmt(s[f'perturbed_minus_maml{x}'])}"
                                                          for c, s in keyed) + "; seeds needed at the committed paired "
-                    "spread (the selection's): " + ", ".join(f"{c.shots}-shot {summary['seeds'][c.key]['needed']}"
-                                                              for c, _ in keyed)
+                    "spread (the selection's): " + ", ".join(
+                        f"{c.shots}-shot {_or_unmeasured(summary['seeds'][c.key]['needed'])}" for c, _ in keyed)
                     + f"; at this campaign's ({which}): "
                     + ", ".join(f"{c.shots}-shot {s[f'needed_here{x}']} (sd {s[f'sd_here{x}']:.2f})"
                                 for c, s in keyed if s[f"sd_here{x}"] is not None),
                     decide(field, lambda d: d["low"] is not None and d["low"] >= -m and d["high"] <= m,
                            lambda d: d["low"] is not None and (d["low"] > m or d["high"] < -m))))
     return out
+
+
+def _or_unmeasured(value) -> str:
+    return "not measured (no selection spread for this cell)" if value is None else str(value)
 
 
 # ---------------------------------------------------------------------------------------------

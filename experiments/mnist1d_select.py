@@ -732,12 +732,8 @@ def claims(cfg, state, tables) -> list[dict]:
     """:func:`_claims` on seed-level t intervals (:func:`mnist1d.seed_paired`); a claim whose
     verdict the earlier intervals (a bootstrap over seeds, then episodes: at 3 seeds it spans
     little more than the seed means' range) would have turned says so, with their numbers."""
-    out = _claims(cfg, state, tables)
-    for new, old in zip(out, _claims(cfg, state, tables, paired=mnist1d._paired)):
-        if new["verdict"] != old["verdict"]:
-            new["measured"] += (f"; with a bootstrap over seeds and episodes instead (too narrow at "
-                                f"{len(cfg['seeds'])} seeds): {old['measured']}, {old['verdict']}")
-    return out
+    return mnist1d.note_flips(_claims(cfg, state, tables), _claims(cfg, state, tables, paired=mnist1d._paired),
+                              len(cfg["seeds"]))
 
 
 def _claims(cfg, state, tables, paired=mnist1d.seed_paired) -> list[dict]:

@@ -12,7 +12,7 @@ says it is generated, such as ``docs/claims.rst``, is all generated). Its number
 - on the hand-written results narrative (:data:`NARRATIVE`), which reads numbers the generated
   texts do not show: against every number of a results file but the per-step records (with
   them almost any number would match by chance), at the precision written, bytes read as GB,
-  GiB, MB or MiB where the prose says so. This tier is weaker: a number can pass by
+  GiB, MB or MiB and seconds as ms where the prose says so. This tier is weaker: a number can pass by
   coincidence; a number no results file holds cannot.
 """
 import bisect
@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "figures"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst"))]
 NARRATIVE = {"results.rst"}
-NUMBER = re.compile(r"(?<![\w.^/\\(-])([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?![\w]|\.\d)(\s?(?:%|GB|GiB|MB|MiB))?")
+NUMBER = re.compile(r"(?<![\w.^/\\(-])([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?![\w]|\.\d)(\s?(?:%|GB|GiB|MB|MiB|ms))?")
 # numbers that are not measured: counts and indices up to 10 (claim numbers, "5-way 1-shot",
 # K and seeds), the paper's year and submission number, the years of cited papers, the torch version
 # of the CPU hint
 ALLOWED = {*map(str, range(11)), "2026", "7738", "2019", "2020", "2.13.0"}
-UNITS = {"%": 1e-2, "GB": 1e9, "GiB": 2.0 ** 30, "MB": 1e6, "MiB": 2.0 ** 20}
+UNITS = {"%": 1e-2, "GB": 1e9, "GiB": 2.0 ** 30, "MB": 1e6, "MiB": 2.0 ** 20, "ms": 1e-3}
 
 
 def prose(text: str, rst: bool) -> str:
@@ -70,6 +70,8 @@ def _results():
         data = json.loads(path.read_text())
         if isinstance(data, dict) and "claims" in data:
             yield data
+        elif isinstance(data, list):  # a bare list of records (a device's timing rows): its numbers, no texts
+            yield {"config": {}, "summary": {"rows": data}, "claims": []}
 
 
 def _values(x, out: list):
