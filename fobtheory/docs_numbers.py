@@ -13,14 +13,10 @@ import re
 import sys
 from pathlib import Path
 
+from .ledger import list_table, rst_text
 from .results import load_results
 
 BLOCK = re.compile(r"^(\.\. claims (\S+): ([^\n]+))\n.*?^(\.\. end claims)$", flags=re.S | re.M)
-
-
-def _escape(text: str) -> str:
-    """Plain text inside reST: markup characters (``|`` of norms, ``*``, ``_``, backquotes) escaped."""
-    return re.sub(r"([\\`*_|])", r"\\\1", text)
 
 
 def claims_table(results: dict, ids: list[str]) -> str:
@@ -29,13 +25,9 @@ def claims_table(results: dict, ids: list[str]) -> str:
     missing = [i for i in ids if i not in claims]
     if missing:
         raise ValueError(f"{results['experiment']} has no claims {missing}; it has {sorted(claims)}")
-    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 12 40 24 40", "",
-             "   * - Verdict", "     - Claim", "     - Expected", "     - Measured"]
-    for i in ids:
-        c = claims[i]
-        lines += [f"   * - {c['verdict']}", f"     - {_escape(c['statement'])} (``{i}``)",
-                  f"     - {_escape(c['expected'])}", f"     - {_escape(c['measured'])}"]
-    return "\n".join(lines)
+    rows = [[claims[i]["verdict"], f"{rst_text(claims[i]['statement'])} (``{i}``)", rst_text(claims[i]["expected"]),
+             rst_text(claims[i]["measured"])] for i in ids]
+    return "\n".join(list_table(["Verdict", "Claim", "Expected", "Measured"], rows, "12 40 24 40")).rstrip()
 
 
 def render(text: str, folder) -> str:

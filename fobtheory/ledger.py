@@ -368,7 +368,7 @@ def markdown(rows: list[dict], figure_prefix: str = "") -> str:
     return "\n".join(out)
 
 
-def _rst(text: str) -> str:
+def rst_text(text: str) -> str:
     """Plain text as reST: markup characters escaped, so ``|grad Phi|`` is a norm, not a
     substitution."""
     return re.sub(r"([\\*`|_<>])", r"\\\1", " ".join(str(text).split()))
@@ -378,7 +378,8 @@ def _rst_title(text: str, char: str) -> list[str]:
     return [text, char * len(text), ""]
 
 
-def _list_table(header: list[str], rows: list[list[str]], widths: str) -> list[str]:
+def list_table(header: list[str], rows: list[list[str]], widths: str) -> list[str]:
+    """A reST list-table's lines (a blank line after it): ``header``, then ``rows``."""
     out = [".. list-table::", "   :header-rows: 1", f"   :widths: {widths}", ""]
     for row in [header, *rows]:
         out += [f"   * - {row[0]}"] + [f"     - {c}" for c in row[1:]]
@@ -398,17 +399,17 @@ def claims_rst(rows: list[dict], figure_prefix: str = "../figures/") -> str:
            "(``figures/*.json``) by ``fobtheory claims``, and this page is regenerated from them, never typed "
            "by hand. A paper claim is refuted if one of its deciding claims is, confirmed if all of them are, "
            "inconclusive otherwise; it *holds in part* where some conditions hold and others fail.", "",
-           _rst(_counts(rows)) + ".", ""]
+           rst_text(_counts(rows)) + ".", ""]
     out += _rst_title("The paper's claims, condition by condition", "-")
     for p in paper_verdicts(rows):
         out += _rst_title(f"{p['claim']}: {word[p['verdict']]}", "~")
-        out += [_rst(p["statement"]) + ".", ""]
+        out += [rst_text(p["statement"]) + ".", ""]
         if p["common"]:
-            out += ["Every row: " + _rst(", ".join(p["common"])) + ".", ""]
-        out += _list_table(["conditions", "verdict", "deciding numbers", "claim"],
-                           [[_rst(", ".join(n["scope"]) or "(all)"), word[n["verdict"]], _rst(n["text"]),
-                             f"``{n['id']}``"]
-                            for n in p["numbers"]], "30 10 45 15")
+            out += ["Every row: " + rst_text(", ".join(p["common"])) + ".", ""]
+        out += list_table(["conditions", "verdict", "deciding numbers", "claim"],
+                          [[rst_text(", ".join(n["scope"]) or "(all)"), word[n["verdict"]], rst_text(n["text"]),
+                            f"``{n['id']}``"]
+                           for n in p["numbers"]], "30 10 45 15")
         if p["missing"]:
             out += ["Not in these results, not counted: " + ", ".join(f"``{i}``" for i in p["missing"]), ""]
     out += _rst_title("Every claim, experiment by experiment", "-")
@@ -417,10 +418,10 @@ def claims_rst(rows: list[dict], figure_prefix: str = "../figures/") -> str:
         out += _rst_title(TITLES.get(name, name), "~")
         for f in own[0]["figures"]:
             out += [f".. image:: {figure_prefix}{f}", f"   :alt: {f}", "   :width: 100%", ""]
-        out += [f"- {_rst(line)}" for line in own[0].get("highlights", [])] + [""] * bool(own[0].get("highlights"))
-        out += _list_table(["verdict", "claim", "expected", "measured"],
-                           [[word[r["verdict"]], f"{_rst(r['statement'])} (``{r['id']}``)", _rst(r["expected"]),
-                             _rst(r["measured"] + _budget_note(r))] for r in own], "10 35 20 35")
+        out += [f"- {rst_text(line)}" for line in own[0].get("highlights", [])] + [""] * bool(own[0].get("highlights"))
+        out += list_table(["verdict", "claim", "expected", "measured"],
+                          [[word[r["verdict"]], f"{rst_text(r['statement'])} (``{r['id']}``)", rst_text(r["expected"]),
+                            rst_text(r["measured"] + _budget_note(r))] for r in own], "10 35 20 35")
     return "\n".join(out).rstrip() + "\n"
 
 
