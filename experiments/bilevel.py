@@ -29,9 +29,9 @@ import numpy as np
 
 from fobtheory.bilevel import f2sa_p, fob_hypergrad, ridge_tasks
 from fobtheory.checks import integer, positive
+from fobtheory.intervals import t_interval
 from fobtheory.plotting import close, panels, reference_slope, style
 from fobtheory.progress import track
-from fobtheory.experiments.mnist1d_paired import paired_interval
 from fobtheory.rates import EPS64, RESOLUTION, fit_rate, fit_slope, geometric_mean
 from fobtheory.results import claim, make_results, save_figure, verdict
 from fobtheory.stencils import scheme_order, stencil_for
@@ -189,7 +189,7 @@ def eps_sweeps(problem, x, cfg: dict, records: list) -> list[dict]:
                 slopes.append(fit_slope(eps[b, keep], np.maximum(best[b, keep], RESOLUTION))[0])
         p = scheme_order(scheme)
         out.append({"scheme": scheme, "order": p, "expected_slope": p / (p + 1), "task_slopes": slopes,
-                    "tasks_fitted": len(slopes), **paired_interval(slopes)})
+                    "tasks_fitted": len(slopes), **t_interval(slopes)})
     return out
 
 

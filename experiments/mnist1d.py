@@ -46,11 +46,11 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from fobtheory import campaign, plotting
 from fobtheory.data import EpisodeSampler, cache_dir, code_version, load_mnist1d
+from fobtheory.intervals import t_interval
 from fobtheory.memory import wall_time
 from fobtheory.nn import CNN1D, METHODS, PLAIN_DIFFERENCES, adapted_accuracy, meta_gradient_batch
 from fobtheory.results import DamagedResult, claim, environment, make_results, read_json, save_figure, verdict
@@ -609,12 +609,10 @@ def seed_interval(per_seed: list[np.ndarray], level: float = 0.95) -> dict:
     means (n - 1 degrees of freedom): honest at a handful of seeds, where a bootstrap over
     seeds spans little more than their range. With one seed there is no seed-level spread:
     the interval is :func:`hierarchical_interval`'s over episodes, and ``level`` says so."""
-    means = np.array([np.mean(a) for a in per_seed], dtype=float)
-    if len(means) < 2:
+    if len(per_seed) < 2:
         return dict(_interval(per_seed), level="episodes of one seed (no seed-level interval)")
-    half = float(stats.t.ppf(0.5 + level / 2, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means)))
-    mean = float(means.mean())
-    return dict(mean=mean, ci_low=mean - half, ci_high=mean + half, level=f"t over {len(means)} seeds")
+    t = t_interval([np.mean(a) for a in per_seed], level)
+    return dict(mean=t["mean"], ci_low=t["low"], ci_high=t["high"], level=f"t over {t['n']} seeds")
 
 
 def seed_paired(a: list[np.ndarray], b: list[np.ndarray]) -> dict:

@@ -64,6 +64,7 @@ from scipy import stats
 from fobtheory import campaign, plotting
 from fobtheory.data import cache_dir, code_version
 from fobtheory.experiments import mnist1d
+from fobtheory.intervals import t_interval
 from fobtheory.nn import PLAIN_DIFFERENCES, flatten, meta_gradient_batch
 from fobtheory.results import claim, environment, make_results, save_figure, verdict
 
@@ -503,16 +504,6 @@ def records(results, cfg) -> list[dict]:
     return rows
 
 
-def paired_interval(values, level: float = 0.95) -> dict:
-    """Mean of per-seed values and its two-sided paired-t interval at ``level`` (None with < 2 seeds)."""
-    x = np.asarray(values, dtype=float)
-    mean = float(x.mean())
-    if len(x) < 2:
-        return dict(mean=mean, low=None, high=None, n=len(x))
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return dict(mean=mean, low=mean - half, high=mean + half, n=len(x))
-
-
 def _cell_summary(units, cfg) -> dict:
     """Paired over seeds: distances (final checkpoint), accuracy differences, floor comparisons."""
     last = [u["curve"][-1] for u in units]
@@ -520,7 +511,7 @@ def _cell_summary(units, cfg) -> dict:
     acc = {a: np.array([np.mean(u["accuracy"][a]) for u in units]) for a in ARMS}
     early = {a: np.array([np.mean(u["accuracy_early"][a]) for u in units]) for a in ARMS}
     ratio = np.log([c["distance_fob_symmetric"] / c["distance_maml_perturbed"] for c in last])
-    log_ratio = paired_interval(ratio)
+    log_ratio = t_interval(ratio)
     profiles = [c for u in units for c in u["curve"]]
     gap = {a: acc[a] - acc["maml"] for a in ("fob_symmetric", "maml_perturbed")}  # paired by seed
     gap_early = {a: early[a] - early["maml"] for a in ("fob_symmetric", "maml_perturbed")}
@@ -534,12 +525,12 @@ def _cell_summary(units, cfg) -> dict:
         distance_perturbed=float(np.exp(np.mean(np.log([c["distance_maml_perturbed"] for c in last])))),
         distance_ratio={k: (float(np.exp(v)) if k != "n" and v is not None else v) for k, v in log_ratio.items()},
         accuracy={a: float(acc[a].mean()) for a in ARMS}, accuracy_early={a: float(early[a].mean()) for a in ARMS},
-        fob_minus_maml=paired_interval(gap["fob_symmetric"], level),
-        fob_minus_maml_early=paired_interval(gap_early["fob_symmetric"], level),
+        fob_minus_maml=t_interval(gap["fob_symmetric"], level),
+        fob_minus_maml_early=t_interval(gap_early["fob_symmetric"], level),
         sd_here=sd_here, needed_here=needed_here, sd_here_early=sd_here_early, needed_here_early=needed_here_early,
-        perturbed_minus_maml=paired_interval(gap["maml_perturbed"], level),
-        perturbed_minus_maml_early=paired_interval(gap_early["maml_perturbed"], level),
-        departure_excess=paired_interval(np.abs(gap["fob_symmetric"]) - np.abs(gap["maml_perturbed"])),
+        perturbed_minus_maml=t_interval(gap["maml_perturbed"], level),
+        perturbed_minus_maml_early=t_interval(gap_early["maml_perturbed"], level),
+        departure_excess=t_interval(np.abs(gap["fob_symmetric"]) - np.abs(gap["maml_perturbed"])),
         eps_median=float(np.median([c["eps"] for c in profiles])), eps_max=float(np.max([c["eps"] for c in profiles])),
         relative_model_closer=float(np.mean(closer)),
         low_share_median=float(np.median([c["low_share"] for c in profiles])),
