@@ -356,9 +356,14 @@ def plan(cfg, data=None) -> str:
                       *_committed_needs(cfg)])
 
 
+def _committed_file(cfg) -> Path | None:
+    """The results file beside the committed runs (``<results_dir>/../mnist1d_select.json``)."""
+    return Path(cfg["results_dir"]).parent / f"{NAME}.json" if cfg["results_dir"] else None
+
+
 def _committed_needs(cfg) -> list[str]:
     """:func:`seed_needs` of the results file beside the runs, when there is one."""
-    path = Path(cfg["results_dir"]).parent / f"{NAME}.json" if cfg["results_dir"] else None
+    path = _committed_file(cfg)
     return seed_needs(cfg, load_results(path)) if path is not None and path.exists() else []
 
 
@@ -470,8 +475,8 @@ def run(cfg: dict, echo=print) -> dict:
 
 
 def committed_cost(cfg) -> list[dict]:
-    """The ``cost`` rows of the results file beside the runs (``<results_dir>/../mnist1d_select.json``)."""
-    path = Path(cfg["results_dir"]).parent / f"{NAME}.json" if cfg["results_dir"] else None
+    """The ``cost`` rows of the results file beside the runs (:func:`_committed_file`)."""
+    path = _committed_file(cfg)
     if path is None or not path.exists():
         raise ValueError(f"--committed reuses the cost rows of a results file, and there is none at {path}")
     rows = [r for r in load_results(path)["records"] if r.get("kind") == "cost"]
